@@ -1,0 +1,36 @@
+//! Errors of the metadata layer; the Kafka front end maps each to the error code Kafka uses.
+
+/// Why a metadata change was refused or failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ControllerError {
+    /// Illegal topic name (characters, length, collision).
+    #[error("invalid topic: {0}")]
+    InvalidTopic(String),
+    /// A topic of that name exists.
+    #[error("topic {0} already exists")]
+    TopicAlreadyExists(String),
+    /// No topic of that name or id.
+    #[error("unknown topic {0}")]
+    UnknownTopic(String),
+    /// Bad partition count.
+    #[error("invalid partitions: {0}")]
+    InvalidPartitions(String),
+    /// Bad replication factor.
+    #[error("invalid replication factor: {0}")]
+    InvalidReplicationFactor(String),
+    /// Bad manual replica assignment.
+    #[error("invalid replica assignment: {0}")]
+    InvalidReplicaAssignment(String),
+    /// Bad config key or value.
+    #[error("invalid config: {0}")]
+    InvalidConfig(String),
+    /// The request is malformed in a way no specific code covers.
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    /// The metadata log could not be written or read: the change did not commit.
+    #[error("metadata storage: {0}")]
+    Storage(String),
+}
+
+/// Result alias of the metadata layer.
+pub type Result<T, E = ControllerError> = std::result::Result<T, E>;
