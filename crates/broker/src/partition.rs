@@ -1,0 +1,472 @@
+//! One partition replica on this broker: its log, its role and leader epoch, and its high
+//! watermark, behind one lock held only for in-memory work and page-cache writes.
+//!
+//! The high watermark (HW) is the commit point: consumers never read at or past it, acks=all
+//! waits for it. On the leader `HW = min(LEO of every ISR member)`, and it does not advance while
+//! the ISR is smaller than the effective `min.insync.replicas` (`DESIGN.md` §1). Every HW change
+//! is published on a watch channel that long-polling fetches and acks=all producers wait on.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+use bytes::Bytes;
+use ferrymq_cluster::{PartitionInfo, TopicSettings};
+use ferrymq_log::{AppendInfo, FlushJob, LogConfig, OpenOptions, PartitionLog, ValidatedBatch};
+use ferrymq_types::{LeaderEpoch, NodeId, Offset, TopicPartition};
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use crate::error::BrokerError;
+
+/// Name of the file holding the partition's topic id, as Kafka's `partition.metadata`.
+const PARTITION_METADATA: &str = "partition.metadata";
+
+/// Which offsets a reader may see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadBound {
+    /// Consumers: below the high watermark.
+    HighWatermark,
+    /// Replicas: everything the leader has.
+    LogEnd,
+}
+
+/// What ListOffsets asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OffsetSpec {
+    /// The log start offset (-2).
+    Earliest,
+    /// The high watermark (-1).
+    Latest,
+    /// The record with the largest timestamp (-3).
+    MaxTimestamp,
+    /// The first record at or after this timestamp.
+    Timestamp(i64),
+}
+
+/// The answer to ListOffsets for one partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListedOffset {
+    /// The offset, -1 if none matches.
+    pub offset: Offset,
+    /// The matching record's timestamp, -1 if not applicable.
+    pub timestamp: i64,
+    /// The partition's leader epoch.
+    pub leader_epoch: LeaderEpoch,
+}
+
+/// Data read from a partition, with the offsets a fetch response reports.
+#[derive(Debug, Clone)]
+pub struct ReadOutcome {
+    /// Batches, possibly ending in a partial one; `None` when nothing is available.
+    pub records: Option<Bytes>,
+    /// High watermark at the time of the read.
+    pub high_watermark: Offset,
+    /// Log start offset.
+    pub log_start_offset: Offset,
+    /// Log end offset.
+    pub log_end_offset: Offset,
+}
+
+#[derive(Debug)]
+struct Inner {
+    log: PartitionLog,
+    leader_epoch: LeaderEpoch,
+    leader: Option<NodeId>,
+    isr: Vec<NodeId>,
+    replicas: Vec<NodeId>,
+    hw: Offset,
+    settings: TopicSettings,
+    unflushed_messages: u64,
+}
+
+/// A partition replica hosted by this broker.
+#[derive(Debug)]
+pub struct Partition {
+    tp: TopicPartition,
+    topic_id: Uuid,
+    node_id: NodeId,
+    inner: Mutex<Inner>,
+    hw_tx: watch::Sender<Offset>,
+    /// Set after a storage error: the partition answers KAFKA_STORAGE_ERROR until restart.
+    offline: AtomicBool,
+    /// Set when the topic is deleted: late appends fail instead of writing to unlinked files.
+    removed: AtomicBool,
+}
+
+/// The storage-engine settings of a topic.
+pub fn log_config(s: &TopicSettings) -> LogConfig {
+    LogConfig {
+        segment_bytes: s.segment_bytes.max(14) as u32,
+        segment_ms: s.segment_ms,
+        retention_ms: s.retention_ms,
+        retention_bytes: s.retention_bytes,
+        index_interval_bytes: s.index_interval_bytes.max(0) as u32,
+    }
+}
+
+impl Partition {
+    /// Opens (or creates) the replica's log under `data_dir`.
+    #[allow(clippy::too_many_arguments)] // each argument is a distinct piece of the replica's identity
+    pub fn open(
+        data_dir: &Path,
+        tp: TopicPartition,
+        topic_id: Uuid,
+        node_id: NodeId,
+        info: &PartitionInfo,
+        settings: TopicSettings,
+        opts: OpenOptions,
+        checkpointed_hw: Offset,
+    ) -> Result<Partition, BrokerError> {
+        let dir = data_dir.join(tp.dir_name());
+        prepare_dir(&dir, topic_id)?;
+        let (log, report) = PartitionLog::open(&dir, log_config(&settings), opts).map_err(BrokerError::from_log)?;
+        if report.segments_scanned > 0 || report.truncated_bytes > 0 {
+            tracing::warn!(partition = %tp, scanned = report.segments_scanned, truncated_bytes = report.truncated_bytes,
+                dropped_segments = report.segments_dropped, log_end_offset = log.log_end_offset().0, "partition log recovered");
+        }
+        let hw = checkpointed_hw.clamp(log.log_start_offset(), log.log_end_offset());
+        let (hw_tx, _) = watch::channel(hw);
+        let p = Partition {
+            tp,
+            topic_id,
+            node_id,
+            inner: Mutex::new(Inner {
+                log,
+                leader_epoch: info.leader_epoch,
+                leader: info.leader,
+                isr: info.isr.clone(),
+                replicas: info.replicas.clone(),
+                hw,
+                settings,
+                unflushed_messages: 0,
+            }),
+            hw_tx,
+            offline: AtomicBool::new(false),
+            removed: AtomicBool::new(false),
+        };
+        p.update_hw(&mut p.lock());
+        Ok(p)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().expect("partition lock poisoned")
+    }
+
+    /// The topic-partition.
+    pub fn tp(&self) -> &TopicPartition {
+        &self.tp
+    }
+
+    /// The topic's id.
+    pub fn topic_id(&self) -> Uuid {
+        self.topic_id
+    }
+
+    /// Applies a new metadata image's view of this partition.
+    pub fn apply_metadata(&self, info: &PartitionInfo, settings: TopicSettings) {
+        let mut inner = self.lock();
+        assert!(
+            info.leader_epoch >= inner.leader_epoch,
+            "leader epoch went backwards for {}: {} -> {}",
+            self.tp,
+            inner.leader_epoch,
+            info.leader_epoch
+        );
+        inner.leader_epoch = info.leader_epoch;
+        inner.leader = info.leader;
+        inner.isr = info.isr.clone();
+        inner.replicas = info.replicas.clone();
+        if inner.settings != settings {
+            inner.log.set_config(log_config(&settings));
+            inner.settings = settings;
+        }
+        self.update_hw(&mut inner);
+    }
+
+    /// Recomputes the HW from the ISR and publishes it if it moved. Only the local replica's
+    /// LEO is tracked so far, so an ISR with other members holds the HW where it is.
+    fn update_hw(&self, inner: &mut Inner) {
+        if inner.leader != Some(self.node_id) {
+            return;
+        }
+        let min_isr = (inner.settings.min_insync_replicas.max(1) as usize).min(inner.replicas.len().max(1));
+        if inner.isr.len() < min_isr {
+            return;
+        }
+        if inner.isr.iter().any(|&r| r != self.node_id) {
+            return;
+        }
+        let leo = inner.log.log_end_offset();
+        assert!(inner.hw <= leo, "hw={} leo={leo} partition={}", inner.hw, self.tp);
+        if leo > inner.hw {
+            inner.hw = leo;
+            self.hw_tx.send_replace(leo);
+        }
+    }
+
+    fn check_usable(&self) -> Result<(), BrokerError> {
+        if self.removed.load(Ordering::Acquire) {
+            return Err(BrokerError::UnknownTopicOrPartition);
+        }
+        if self.offline.load(Ordering::Acquire) {
+            return Err(BrokerError::Storage(format!("partition {} is offline", self.tp)));
+        }
+        Ok(())
+    }
+
+    fn check_leader(&self, inner: &Inner, current_epoch: Option<LeaderEpoch>) -> Result<(), BrokerError> {
+        if let Some(request) = current_epoch.filter(|e| e.0 >= 0) {
+            if request < inner.leader_epoch {
+                return Err(BrokerError::FencedLeaderEpoch { request, current: inner.leader_epoch });
+            }
+            if request > inner.leader_epoch {
+                return Err(BrokerError::UnknownLeaderEpoch { request, current: inner.leader_epoch });
+            }
+        }
+        match inner.leader {
+            Some(l) if l == self.node_id => Ok(()),
+            Some(_) => Err(BrokerError::NotLeaderOrFollower),
+            None => Err(BrokerError::LeaderNotAvailable),
+        }
+    }
+
+    /// Checks that a produce may be appended: leader, size, and for acks=all enough replicas.
+    pub fn check_produce(&self, batch_bytes: usize, acks_all: bool) -> Result<(), BrokerError> {
+        self.check_usable()?;
+        let inner = self.lock();
+        self.check_leader(&inner, None)?;
+        let max = inner.settings.max_message_bytes;
+        if batch_bytes > max.max(0) as usize {
+            return Err(BrokerError::MessageTooLarge { bytes: batch_bytes, max });
+        }
+        let min_isr = (inner.settings.min_insync_replicas.max(1) as usize).min(inner.replicas.len().max(1));
+        if acks_all && inner.isr.len() < min_isr {
+            return Err(BrokerError::NotEnoughReplicas {
+                isr: inner.isr.len(),
+                min: inner.settings.min_insync_replicas,
+            });
+        }
+        Ok(())
+    }
+
+    /// Appends a producer's batch as leader. Called only by the log writer thread.
+    pub fn append_as_leader(&self, batch: &ValidatedBatch, now_ms: i64) -> Result<AppendInfo, BrokerError> {
+        self.check_usable()?;
+        let mut inner = self.lock();
+        self.check_leader(&inner, None)?;
+        let epoch = inner.leader_epoch;
+        let info = match inner.log.append_as_leader(batch, epoch, now_ms) {
+            Ok(info) => info,
+            Err(e) => return Err(self.go_offline(e)),
+        };
+        inner.unflushed_messages += batch.header().record_count.max(0) as u64;
+        self.update_hw(&mut inner);
+        Ok(info)
+    }
+
+    /// Messages appended since the last fsync.
+    pub fn unflushed_messages(&self) -> u64 {
+        self.lock().unflushed_messages
+    }
+
+    /// Takes the fsync work for everything appended so far (run it outside any lock).
+    pub fn flush_job(&self) -> FlushJob {
+        let mut inner = self.lock();
+        inner.unflushed_messages = 0;
+        inner.log.flush_job()
+    }
+
+    /// Runs a flush job and records its result; a failed fsync takes the partition offline,
+    /// because the kernel may have dropped the dirty pages it could not write.
+    pub fn run_flush(&self, job: FlushJob) -> Result<Offset, BrokerError> {
+        if let Err(e) = job.run() {
+            return Err(self.go_offline(e));
+        }
+        self.lock().log.mark_flushed(job.upto);
+        Ok(job.upto)
+    }
+
+    /// Offsets below this are durable.
+    pub fn recovery_point(&self) -> Offset {
+        self.lock().log.recovery_point()
+    }
+
+    fn go_offline(&self, e: ferrymq_log::Error) -> BrokerError {
+        let first = !self.offline.swap(true, Ordering::AcqRel);
+        if first {
+            tracing::error!(partition = %self.tp, error = %e, "storage error: partition taken offline");
+        }
+        BrokerError::Storage(e.to_string())
+    }
+
+    /// The current high watermark.
+    pub fn high_watermark(&self) -> Offset {
+        *self.hw_tx.borrow()
+    }
+
+    /// A receiver woken at every HW change (long-poll fetches, acks=all).
+    pub fn subscribe_hw(&self) -> watch::Receiver<Offset> {
+        self.hw_tx.subscribe()
+    }
+
+    /// Locates and reads up to `max_bytes` from `offset`.
+    pub fn read(
+        &self,
+        offset: Offset,
+        max_bytes: usize,
+        bound: ReadBound,
+        min_one: bool,
+        current_epoch: Option<LeaderEpoch>,
+    ) -> Result<ReadOutcome, BrokerError> {
+        self.check_usable()?;
+        let (slice, outcome) = {
+            let inner = self.lock();
+            self.check_leader(&inner, current_epoch)?;
+            let upper = match bound {
+                ReadBound::HighWatermark => inner.hw,
+                ReadBound::LogEnd => inner.log.log_end_offset(),
+            };
+            let slice = inner.log.read(offset, max_bytes, upper, min_one).map_err(BrokerError::from_log)?;
+            let outcome = ReadOutcome {
+                records: None,
+                high_watermark: inner.hw,
+                log_start_offset: inner.log.log_start_offset(),
+                log_end_offset: inner.log.log_end_offset(),
+            };
+            (slice.slice, outcome)
+        };
+        let records = match slice {
+            Some(s) => Some(s.read().map_err(|e| {
+                self.go_offline(ferrymq_log::Error::Io { op: "read", path: PathBuf::from(self.tp.dir_name()), source: e })
+            })?),
+            None => None,
+        };
+        Ok(ReadOutcome { records, ..outcome })
+    }
+
+    /// ListOffsets for one partition (consumers: offsets at or past the HW are not listed).
+    pub fn list_offset(&self, spec: OffsetSpec, current_epoch: Option<LeaderEpoch>) -> Result<ListedOffset, BrokerError> {
+        self.check_usable()?;
+        let inner = self.lock();
+        self.check_leader(&inner, current_epoch)?;
+        let epoch = inner.leader_epoch;
+        let none = ListedOffset { offset: Offset(-1), timestamp: -1, leader_epoch: epoch };
+        let found = match spec {
+            OffsetSpec::Earliest => Some((inner.log.log_start_offset(), -1)),
+            OffsetSpec::Latest => Some((inner.hw, -1)),
+            OffsetSpec::MaxTimestamp => inner.log.max_timestamp().map_err(|e| self.go_offline(e))?,
+            OffsetSpec::Timestamp(ts) => inner.log.offset_for_timestamp(ts).map_err(|e| self.go_offline(e))?,
+        };
+        Ok(match found {
+            Some((offset, timestamp)) if matches!(spec, OffsetSpec::Earliest | OffsetSpec::Latest) || offset < inner.hw => {
+                ListedOffset { offset, timestamp, leader_epoch: epoch }
+            }
+            _ => none,
+        })
+    }
+
+    /// OffsetForLeaderEpoch: `(epoch, end offset)` for the largest epoch ≤ `epoch`, or
+    /// `(-1, -1)` when the log has no such epoch.
+    pub fn end_offset_for_epoch(
+        &self,
+        epoch: LeaderEpoch,
+        current_epoch: Option<LeaderEpoch>,
+    ) -> Result<(LeaderEpoch, Offset), BrokerError> {
+        self.check_usable()?;
+        let inner = self.lock();
+        self.check_leader(&inner, current_epoch)?;
+        Ok(inner
+            .log
+            .end_offset_for_epoch(epoch)
+            .unwrap_or((LeaderEpoch::UNKNOWN, Offset(-1))))
+    }
+
+    /// DeleteRecords: moves the log start to `offset` (-1 means the HW). Returns the new low
+    /// watermark.
+    pub fn delete_records(&self, offset: Offset) -> Result<Offset, BrokerError> {
+        self.check_usable()?;
+        let mut inner = self.lock();
+        self.check_leader(&inner, None)?;
+        let target = if offset.0 == -1 { inner.hw } else { offset };
+        if target < Offset(0) || target > inner.hw {
+            return Err(BrokerError::OffsetOutOfRange {
+                requested: offset,
+                log_start: inner.log.log_start_offset(),
+                log_end: inner.hw,
+            });
+        }
+        let start = inner.log.advance_log_start(target).map_err(|e| self.go_offline(e))?;
+        let hw = inner.hw;
+        // Drop the whole segments now below the log start; `i64::MIN` as "now" keeps time-based
+        // retention out of it.
+        inner
+            .log
+            .enforce_retention(i64::MIN, hw)
+            .map_err(|e| self.go_offline(e))?;
+        Ok(start)
+    }
+
+    /// Deletes segments that retention lets go.
+    pub fn enforce_retention(&self, now_ms: i64) -> Result<usize, BrokerError> {
+        self.check_usable()?;
+        let mut inner = self.lock();
+        let hw = inner.hw;
+        inner.log.enforce_retention(now_ms, hw).map_err(|e| self.go_offline(e))
+    }
+
+    /// Offsets for the data-dir checkpoints: (recovery point, HW, log start).
+    pub fn checkpoint_offsets(&self) -> (Offset, Offset, Offset) {
+        let inner = self.lock();
+        (inner.log.recovery_point(), inner.hw, inner.log.log_start_offset())
+    }
+
+    /// Sizes for the operator: (bytes, segments, log end offset).
+    pub fn log_stats(&self) -> (u64, usize, Offset) {
+        let inner = self.lock();
+        (inner.log.size_bytes(), inner.log.segment_count(), inner.log.log_end_offset())
+    }
+
+    /// Flushes and writes indexes for a clean shutdown.
+    pub fn close(&self) -> Result<(), BrokerError> {
+        if self.offline.load(Ordering::Acquire) || self.removed.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let mut inner = self.lock();
+        inner.log.close().map_err(|e| self.go_offline(e))
+    }
+
+    /// The topic was deleted: refuse further use and remove the log directory. The directory
+    /// is first renamed aside so a topic recreated under the same name never sees old data.
+    pub fn remove(&self) -> Result<(), BrokerError> {
+        self.removed.store(true, Ordering::Release);
+        let inner = self.lock();
+        let dir = inner.log.dir().to_path_buf();
+        let aside = dir.with_file_name(format!("{}.{}-delete", self.tp.dir_name(), self.topic_id.simple()));
+        std::fs::rename(&dir, &aside)
+            .and_then(|_| std::fs::remove_dir_all(&aside))
+            .map_err(|e| BrokerError::Storage(format!("deleting {}: {e}", dir.display())))
+    }
+}
+
+/// Makes sure `dir` belongs to `topic_id`: a directory left by a deleted topic of the same name
+/// is removed first. Writes `partition.metadata` for a new directory.
+fn prepare_dir(dir: &Path, topic_id: Uuid) -> Result<(), BrokerError> {
+    let meta = dir.join(PARTITION_METADATA);
+    let storage = |op: &str, e: std::io::Error| BrokerError::Storage(format!("{op} {}: {e}", dir.display()));
+    if dir.exists() {
+        let recorded = std::fs::read_to_string(&meta).ok().and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("topic_id: "))
+                .and_then(|v| Uuid::parse_str(v.trim()).ok())
+        });
+        if recorded == Some(topic_id) {
+            return Ok(());
+        }
+        tracing::warn!(dir = %dir.display(), ?recorded, %topic_id, "partition directory of another topic incarnation; removing");
+        std::fs::remove_dir_all(dir).map_err(|e| storage("remove", e))?;
+    }
+    std::fs::create_dir_all(dir).map_err(|e| storage("mkdir", e))?;
+    std::fs::write(&meta, format!("version: 0\ntopic_id: {topic_id}\n")).map_err(|e| storage("write", e))?;
+    Ok(())
+}
