@@ -62,6 +62,14 @@ pub enum BatchError {
         record_count: i32,
         last_offset_delta: i32,
     },
+    /// A stored batch whose offsets cannot be: a negative base offset or last offset delta, or
+    /// a last offset past `i64::MAX - 1`. The base offset lies outside the CRC, so only this
+    /// check stops a damaged one from reaching offset arithmetic.
+    #[error("batch offsets out of range: base offset {base_offset}, last offset delta {last_offset_delta}")]
+    BadOffsets {
+        base_offset: i64,
+        last_offset_delta: i32,
+    },
     /// A produce carried zero or several batches where exactly one is allowed.
     #[error("expected exactly one batch, found {count}")]
     NotOneBatch { count: usize },
@@ -150,6 +158,26 @@ impl BatchHeader {
         })
     }
 
+    /// Checks that the offsets are usable: base offset and last offset delta not negative, and
+    /// the offset after the batch representable. Every header read from disk or a replica goes
+    /// through this before `last_offset`/`next_offset` are called on it.
+    pub fn check_offsets(&self) -> Result<(), BatchError> {
+        let fits = self.base_offset.0 >= 0
+            && self.last_offset_delta >= 0
+            && self
+                .base_offset
+                .0
+                .checked_add(self.last_offset_delta as i64 + 1)
+                .is_some();
+        if !fits {
+            return Err(BatchError::BadOffsets {
+                base_offset: self.base_offset.0,
+                last_offset_delta: self.last_offset_delta,
+            });
+        }
+        Ok(())
+    }
+
     /// Total bytes of the batch on disk or on the wire.
     pub fn total_bytes(&self) -> usize {
         self.length as usize + LOG_OVERHEAD_BYTES
@@ -213,9 +241,10 @@ pub struct ValidatedBatch {
 
 impl ValidatedBatch {
     /// Validates a batch as a producer sends it: one complete magic-2 batch, CRC intact,
-    /// `recordCount == lastOffsetDelta + 1`.
+    /// `recordCount == lastOffsetDelta + 1`. The base offset is not looked at: the leader
+    /// replaces it.
     pub fn from_producer(bytes: Bytes) -> Result<ValidatedBatch, BatchError> {
-        let batch = Self::from_stored(bytes)?;
+        let batch = Self::framed(bytes)?;
         let h = batch.header;
         if h.record_count <= 0 || h.last_offset_delta.checked_add(1) != Some(h.record_count) {
             return Err(BatchError::BadCounts {
@@ -227,8 +256,16 @@ impl ValidatedBatch {
     }
 
     /// Validates one complete batch as read from a log (a replica's or our own): compacted
-    /// batches may hold fewer records than their offset span, so counts are not compared.
+    /// batches may hold fewer records than their offset span, so counts are not compared, but
+    /// the offsets it carries must be usable (`BatchHeader::check_offsets`).
     pub fn from_stored(bytes: Bytes) -> Result<ValidatedBatch, BatchError> {
+        let batch = Self::framed(bytes)?;
+        batch.header.check_offsets()?;
+        Ok(batch)
+    }
+
+    /// One complete batch: length matching the buffer, magic 2, CRC intact.
+    fn framed(bytes: Bytes) -> Result<ValidatedBatch, BatchError> {
         let header = BatchHeader::parse(&bytes)?;
         if header.total_bytes() != bytes.len() {
             return Err(BatchError::Truncated {
@@ -282,23 +319,7 @@ impl ValidatedBatch {
 pub fn split_batches(mut bytes: Bytes) -> Result<Vec<ValidatedBatch>, BatchError> {
     let mut out = Vec::new();
     while !bytes.is_empty() {
-        if bytes.len() < LOG_OVERHEAD_BYTES {
-            return Err(BatchError::Truncated {
-                needed: LOG_OVERHEAD_BYTES,
-                available: bytes.len(),
-            });
-        }
-        let length = i32_at(&bytes, LENGTH_AT);
-        if (length as i64) < (HEADER_BYTES - LOG_OVERHEAD_BYTES) as i64 {
-            return Err(BatchError::BadLength { length });
-        }
-        let total = length as usize + LOG_OVERHEAD_BYTES;
-        if total > bytes.len() {
-            return Err(BatchError::Truncated {
-                needed: total,
-                available: bytes.len(),
-            });
-        }
+        let total = next_batch_bytes(&bytes)?;
         out.push(ValidatedBatch::from_stored(bytes.split_to(total))?);
     }
     Ok(out)
@@ -307,7 +328,7 @@ pub fn split_batches(mut bytes: Bytes) -> Result<Vec<ValidatedBatch>, BatchError
 /// Validates a produce request's records for one partition: exactly one batch (Kafka requires
 /// this from Produce v3 on), well-formed as a producer sends it.
 pub fn validate_produce_records(bytes: Bytes) -> Result<ValidatedBatch, BatchError> {
-    let mut batches = split_batches(bytes)?;
+    let mut batches = split_produced(bytes)?;
     if batches.len() != 1 {
         return Err(BatchError::NotOneBatch {
             count: batches.len(),
@@ -315,6 +336,39 @@ pub fn validate_produce_records(bytes: Bytes) -> Result<ValidatedBatch, BatchErr
     }
     let batch = batches.pop().expect("exactly one batch");
     ValidatedBatch::from_producer(batch.bytes)
+}
+
+/// Splits a produce's records like `split_batches`, without the offset checks of a stored
+/// batch (a producer's base offset is replaced on append).
+fn split_produced(mut bytes: Bytes) -> Result<Vec<ValidatedBatch>, BatchError> {
+    let mut out = Vec::new();
+    while !bytes.is_empty() {
+        let total = next_batch_bytes(&bytes)?;
+        out.push(ValidatedBatch::framed(bytes.split_to(total))?);
+    }
+    Ok(out)
+}
+
+/// The size of the batch at the front of `bytes`, checked against what is there.
+fn next_batch_bytes(bytes: &[u8]) -> Result<usize, BatchError> {
+    if bytes.len() < LOG_OVERHEAD_BYTES {
+        return Err(BatchError::Truncated {
+            needed: LOG_OVERHEAD_BYTES,
+            available: bytes.len(),
+        });
+    }
+    let length = i32_at(bytes, LENGTH_AT);
+    if (length as i64) < (HEADER_BYTES - LOG_OVERHEAD_BYTES) as i64 {
+        return Err(BatchError::BadLength { length });
+    }
+    let total = length as usize + LOG_OVERHEAD_BYTES;
+    if total > bytes.len() {
+        return Err(BatchError::Truncated {
+            needed: total,
+            available: bytes.len(),
+        });
+    }
+    Ok(total)
 }
 
 /// Test support: builds a well-formed uncompressed batch of `count` records with the given
@@ -362,7 +416,9 @@ pub mod testing {
         let n = values.len() as i32;
         let mut b = Vec::with_capacity(HEADER_BYTES + records.len());
         b.extend_from_slice(&0i64.to_be_bytes());
-        b.extend_from_slice(&((HEADER_BYTES - LOG_OVERHEAD_BYTES + records.len()) as i32).to_be_bytes());
+        b.extend_from_slice(
+            &((HEADER_BYTES - LOG_OVERHEAD_BYTES + records.len()) as i32).to_be_bytes(),
+        );
         b.extend_from_slice(&(-1i32).to_be_bytes());
         b.push(MAGIC_V2);
         b.extend_from_slice(&[0; 4]); // crc, filled below
@@ -421,7 +477,13 @@ mod tests {
         let crc = crc32c::crc32c(&raw[ATTRIBUTES_AT..]);
         raw[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
         let err = validate_produce_records(Bytes::from(raw)).unwrap_err();
-        assert!(matches!(err, BatchError::BadCounts { record_count: 5, .. }));
+        assert!(matches!(
+            err,
+            BatchError::BadCounts {
+                record_count: 5,
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -435,6 +497,43 @@ mod tests {
         assert_eq!(err, BatchError::NotOneBatch { count: 2 });
         let err = validate_produce_records(Bytes::new()).unwrap_err();
         assert_eq!(err, BatchError::NotOneBatch { count: 0 });
+    }
+
+    #[test]
+    fn producer_base_offset_is_ignored_but_stored_offsets_must_be_usable() {
+        let mut raw = batch(&[b"x", b"y"], 0).to_vec();
+        raw[..8].copy_from_slice(&i64::MAX.to_be_bytes());
+        // A producer's base offset is replaced on append, whatever it says.
+        validate_produce_records(Bytes::from(raw.clone())).unwrap();
+        // A stored batch ending past i64::MAX would overflow offset arithmetic.
+        let err = ValidatedBatch::from_stored(Bytes::from(raw.clone())).unwrap_err();
+        assert_eq!(
+            err,
+            BatchError::BadOffsets {
+                base_offset: i64::MAX,
+                last_offset_delta: 1
+            }
+        );
+        raw[..8].copy_from_slice(&(-5i64).to_be_bytes());
+        assert!(matches!(
+            ValidatedBatch::from_stored(Bytes::from(raw)),
+            Err(BatchError::BadOffsets {
+                base_offset: -5,
+                ..
+            })
+        ));
+        // A negative delta is inside the CRC: fix the CRC so only the delta is wrong.
+        let mut raw = batch(&[b"x"], 0).to_vec();
+        raw[LAST_OFFSET_DELTA_AT..LAST_OFFSET_DELTA_AT + 4].copy_from_slice(&(-3i32).to_be_bytes());
+        let crc = crc32c::crc32c(&raw[ATTRIBUTES_AT..]);
+        raw[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+        assert!(matches!(
+            ValidatedBatch::from_stored(Bytes::from(raw)),
+            Err(BatchError::BadOffsets {
+                last_offset_delta: -3,
+                ..
+            })
+        ));
     }
 
     #[test]

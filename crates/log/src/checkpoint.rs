@@ -1,5 +1,6 @@
 //! Small text files that record offsets, in Kafka's checkpoint format: a version line, a count
-//! line, then one entry per line. Written whole through a temporary file, fsynced and renamed.
+//! line, then one entry per line. Written whole through a temporary file, fsynced, renamed,
+//! and the directory fsynced: durable when the write returns.
 //!
 //! - `leader-epoch-checkpoint` (per partition): `epoch start_offset` lines.
 //! - `recovery-point-offset-checkpoint`, `replication-offset-checkpoint` (HW),
@@ -11,7 +12,7 @@ use std::path::Path;
 
 use ferrymq_types::{LeaderEpoch, Offset, TopicPartition};
 
-use crate::error::{Error, Result};
+use crate::error::{io_err, Error, Result};
 use crate::index::write_file_synced;
 
 const VERSION: &str = "0";
@@ -32,12 +33,24 @@ fn render(lines: impl ExactSizeIterator<Item = String>) -> String {
     out
 }
 
+/// Writes a checkpoint and makes its rename durable: a checkpoint that reverts after a crash
+/// would bring back epochs or offsets that the log has since moved past.
+fn write_durably(path: &Path, text: &str) -> Result<()> {
+    write_file_synced(path, text.as_bytes())?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let d = fs::File::open(dir).map_err(|e| io_err("open", dir, e))?;
+    d.sync_all().map_err(|e| io_err("fsync", dir, e))
+}
+
 /// Reads the entry lines of a checkpoint file; a missing file reads as empty.
 fn read_lines(path: &Path) -> Result<Vec<String>> {
     let text = match fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(crate::error::io_err("read", path, e)),
+        Err(e) => return Err(io_err("read", path, e)),
     };
     let mut lines = text.lines();
     if lines.next() != Some(VERSION) {
@@ -49,17 +62,20 @@ fn read_lines(path: &Path) -> Result<Vec<String>> {
         .ok_or_else(|| malformed(path, "bad count line"))?;
     let entries: Vec<String> = lines.map(str::to_owned).collect();
     if entries.len() != count {
-        return Err(malformed(path, format!("count {count} but {} entries", entries.len())));
+        return Err(malformed(
+            path,
+            format!("count {count} but {} entries", entries.len()),
+        ));
     }
     Ok(entries)
 }
 
-/// Writes a per-data-dir offset checkpoint.
+/// Writes a per-data-dir offset checkpoint, durable on return.
 pub fn write_offsets(path: &Path, offsets: &BTreeMap<TopicPartition, Offset>) -> Result<()> {
     let lines = offsets
         .iter()
         .map(|(tp, o)| format!("{} {} {}", tp.topic, tp.partition.0, o.0));
-    write_file_synced(path, render(lines).as_bytes())
+    write_durably(path, &render(lines))
 }
 
 /// Reads a per-data-dir offset checkpoint; a missing file is empty.
@@ -79,10 +95,10 @@ pub fn read_offsets(path: &Path) -> Result<BTreeMap<TopicPartition, Offset>> {
     Ok(out)
 }
 
-/// Writes a leader-epoch checkpoint.
+/// Writes a leader-epoch checkpoint, durable on return.
 pub fn write_epochs(path: &Path, epochs: &[(LeaderEpoch, Offset)]) -> Result<()> {
     let lines = epochs.iter().map(|(e, o)| format!("{} {}", e.0, o.0));
-    write_file_synced(path, render(lines).as_bytes())
+    write_durably(path, &render(lines))
 }
 
 /// Reads a leader-epoch checkpoint; a missing file is empty.

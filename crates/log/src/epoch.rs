@@ -48,7 +48,11 @@ impl EpochCache {
     /// For OffsetForLeaderEpoch: the largest epoch ≤ `epoch` we know and the end offset of that
     /// epoch (the start of the next one, or `log_end` for the latest). `None` if `epoch` is
     /// below every entry (the caller answers `UNDEFINED_EPOCH`/-1).
-    pub fn end_offset_for(&self, epoch: LeaderEpoch, log_end: Offset) -> Option<(LeaderEpoch, Offset)> {
+    pub fn end_offset_for(
+        &self,
+        epoch: LeaderEpoch,
+        log_end: Offset,
+    ) -> Option<(LeaderEpoch, Offset)> {
         let i = self.entries.partition_point(|&(e, _)| e <= epoch);
         let (found, _) = *self.entries.get(i.checked_sub(1)?)?;
         let end = self.entries.get(i).map_or(log_end, |&(_, start)| start);
@@ -84,17 +88,33 @@ mod tests {
     use super::*;
 
     fn cache(v: &[(i32, i64)]) -> EpochCache {
-        EpochCache::from_entries(v.iter().map(|&(e, o)| (LeaderEpoch(e), Offset(o))).collect())
+        EpochCache::from_entries(
+            v.iter()
+                .map(|&(e, o)| (LeaderEpoch(e), Offset(o)))
+                .collect(),
+        )
     }
 
     #[test]
     fn end_offset_of_an_epoch_is_the_start_of_the_next() {
         let c = cache(&[(0, 0), (2, 100), (5, 250)]);
         let end = Offset(300);
-        assert_eq!(c.end_offset_for(LeaderEpoch(0), end), Some((LeaderEpoch(0), Offset(100))));
-        assert_eq!(c.end_offset_for(LeaderEpoch(1), end), Some((LeaderEpoch(0), Offset(100))));
-        assert_eq!(c.end_offset_for(LeaderEpoch(4), end), Some((LeaderEpoch(2), Offset(250))));
-        assert_eq!(c.end_offset_for(LeaderEpoch(9), end), Some((LeaderEpoch(5), end)));
+        assert_eq!(
+            c.end_offset_for(LeaderEpoch(0), end),
+            Some((LeaderEpoch(0), Offset(100)))
+        );
+        assert_eq!(
+            c.end_offset_for(LeaderEpoch(1), end),
+            Some((LeaderEpoch(0), Offset(100)))
+        );
+        assert_eq!(
+            c.end_offset_for(LeaderEpoch(4), end),
+            Some((LeaderEpoch(2), Offset(250)))
+        );
+        assert_eq!(
+            c.end_offset_for(LeaderEpoch(9), end),
+            Some((LeaderEpoch(5), end))
+        );
         assert_eq!(cache(&[(3, 10)]).end_offset_for(LeaderEpoch(1), end), None);
     }
 

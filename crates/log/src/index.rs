@@ -120,7 +120,10 @@ impl TimeIndex {
         match self.entries.last() {
             Some(last) if e.timestamp <= last.timestamp => {}
             Some(last) => {
-                assert!(e.relative_offset >= last.relative_offset, "{last:?} then {e:?}");
+                assert!(
+                    e.relative_offset >= last.relative_offset,
+                    "{last:?} then {e:?}"
+                );
                 self.entries.push(e)
             }
             None => self.entries.push(e),
@@ -143,6 +146,11 @@ impl TimeIndex {
             .entries
             .partition_point(|e| e.relative_offset < relative_offset);
         self.entries.truncate(keep);
+    }
+
+    /// The last entry, if any.
+    pub fn last(&self) -> Option<TimeIndexEntry> {
+        self.entries.last().copied()
     }
 
     /// The largest timestamp indexed, if any.
@@ -184,10 +192,13 @@ impl TimeIndex {
     }
 }
 
-/// Writes `bytes` to `path` through a temporary file, fsyncs it and renames it into place,
-/// so a crash leaves either the old file or the new one.
+/// Writes `bytes` to `path` through a temporary file (`<name>.tmp`, removed by the log's open
+/// if a crash leaves it), fsyncs it and renames it into place, so a crash leaves either the
+/// old file or the new one. The rename itself is durable only once the directory is synced.
 pub(crate) fn write_file_synced(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp");
+    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
+    tmp_name.push(".tmp");
+    let tmp = path.with_file_name(tmp_name);
     let mut f = fs::File::create(&tmp).map_err(|e| io_err("create", &tmp, e))?;
     f.write_all(bytes).map_err(|e| io_err("write", &tmp, e))?;
     f.sync_all().map_err(|e| io_err("fsync", &tmp, e))?;
@@ -243,9 +254,18 @@ mod tests {
     #[test]
     fn time_index_keeps_only_rising_timestamps() {
         let mut t = TimeIndex::default();
-        t.maybe_push(TimeIndexEntry { timestamp: 100, relative_offset: 0 });
-        t.maybe_push(TimeIndexEntry { timestamp: 90, relative_offset: 5 });
-        t.maybe_push(TimeIndexEntry { timestamp: 200, relative_offset: 10 });
+        t.maybe_push(TimeIndexEntry {
+            timestamp: 100,
+            relative_offset: 0,
+        });
+        t.maybe_push(TimeIndexEntry {
+            timestamp: 90,
+            relative_offset: 5,
+        });
+        t.maybe_push(TimeIndexEntry {
+            timestamp: 200,
+            relative_offset: 10,
+        });
         assert_eq!(t.max_timestamp(), Some(200));
         assert_eq!(t.scan_start_for(50), 0);
         assert_eq!(t.scan_start_for(150), 0);

@@ -20,5 +20,7 @@ pub mod segment;
 pub use batch::{BatchError, BatchHeader, ValidatedBatch};
 pub use config::LogConfig;
 pub use error::{Error, Result};
-pub use partition_log::{AppendInfo, FlushJob, OpenOptions, PartitionLog, ReadSlice, RecoveryReport};
+pub use partition_log::{
+    AppendInfo, FlushJob, OpenOptions, PartitionLog, ReadSlice, RecoveryReport,
+};
 pub use segment::FileSlice;

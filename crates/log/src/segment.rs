@@ -1,9 +1,10 @@
 //! One segment of a partition log: a `.log` file of back-to-back batches starting at
 //! `base_offset`, with its sparse offset and time indexes.
 //!
-//! Writes go through the file's cursor (one writer: the log's owner); reads use positional
-//! reads on a shared `Arc<File>`, so a reader never races the cursor and a segment deleted by
-//! retention stays readable by a fetch already holding it.
+//! The file is opened in append mode, so every write lands at the file's end whatever the
+//! cursor says (one writer: the log's owner); reads use positional reads on a shared
+//! `Arc<File>`, so a reader never races a writer and a segment deleted by retention stays
+//! readable by a fetch already holding it.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{IoSlice, Read, Seek, SeekFrom, Write};
@@ -63,6 +64,10 @@ pub struct ScanOutcome {
     pub truncated_bytes: u64,
     /// Why the scan stopped early, if it did.
     pub stopped_by: Option<String>,
+    /// The segment was to be opened from its index files, but they were missing or did not
+    /// match the log, so it was scanned and its indexes rebuilt in memory (written at the next
+    /// roll or close).
+    pub indexes_rebuilt: bool,
 }
 
 /// One segment. Invariants: `next_offset >= base_offset`; `size` is the file length.
@@ -84,12 +89,20 @@ pub struct Segment {
 }
 
 impl Segment {
-    /// Creates an empty segment file (failing if it exists).
+    /// Creates an empty segment file (failing if it exists). Index files left at the same base
+    /// by an interrupted delete are removed: they describe a log that is gone. Nothing is
+    /// durable on return: the directory entry is synced by the log's next `FlushJob`.
     pub fn create(dir: &Path, base_offset: Offset, index_interval_bytes: u32) -> Result<Segment> {
         let log_path = dir.join(format!("{}.log", file_stem(base_offset)));
+        for stale in [
+            log_path.with_extension("index"),
+            log_path.with_extension("timeindex"),
+        ] {
+            remove_if_present(&stale)?;
+        }
         let file = OpenOptions::new()
             .read(true)
-            .write(true)
+            .append(true)
             .create_new(true)
             .open(&log_path)
             .map_err(|e| io_err("create", &log_path, e))?;
@@ -121,10 +134,13 @@ impl Segment {
     ) -> Result<(Segment, ScanOutcome)> {
         let file = OpenOptions::new()
             .read(true)
-            .write(true)
+            .append(true)
             .open(log_path)
             .map_err(|e| io_err("open", log_path, e))?;
-        let len = file.metadata().map_err(|e| io_err("stat", log_path, e))?.len();
+        let len = file
+            .metadata()
+            .map_err(|e| io_err("stat", log_path, e))?
+            .len();
         if len > SEGMENT_BYTES_MAX as u64 {
             return Err(Error::MalformedFile {
                 path: log_path.to_path_buf(),
@@ -145,48 +161,83 @@ impl Segment {
             first_batch_timestamp: None,
         };
         if trust_files {
-            if let Some(()) = seg.load_indexes(on_batch)? {
+            if seg.load_indexes(on_batch)? {
                 return Ok((seg, ScanOutcome::default()));
             }
             tracing::info!(segment = %seg.log_path.display(), "index missing or implausible; rebuilding");
         }
-        let outcome = seg.scan_and_rebuild(on_batch)?;
+        let mut outcome = seg.scan_and_rebuild(on_batch)?;
+        outcome.indexes_rebuilt = trust_files;
         Ok((seg, outcome))
     }
 
-    /// Loads both index files and finds the segment's end by scanning from the last index
-    /// entry. Returns `None` if an index file must be rebuilt instead.
-    fn load_indexes(&mut self, on_batch: &mut dyn FnMut(&BatchHeader)) -> Result<Option<()>> {
+    /// Loads both index files and finds the segment's end by reading the headers after the
+    /// last index entry. Returns false, changing nothing, if the files do not match the log
+    /// (missing, implausible, an entry not at a batch start, a torn tail, or a batch after the
+    /// last entry so far past it that `note_appended` would have indexed it, which means the
+    /// index file is older than the log): the caller then rebuilds by scanning.
+    fn load_indexes(&mut self, on_batch: &mut dyn FnMut(&BatchHeader)) -> Result<bool> {
         let Some(index) = OffsetIndex::read_from(&self.index_path(), self.size.max(1)) else {
-            return Ok(None);
+            return Ok(false);
         };
         let Some(time_index) = TimeIndex::read_from(&self.time_index_path()) else {
-            return Ok(None);
+            return Ok(false);
         };
-        if index.is_empty() && self.size > self.index_interval_bytes.saturating_mul(2) {
-            return Ok(None);
+        let last_entry = index.floor(u32::MAX);
+        // Time entries are written for batches that also get an offset entry.
+        let time_entry_after_last = match (time_index.last(), last_entry) {
+            (Some(t), Some(e)) => t.relative_offset > e.relative_offset,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        if time_entry_after_last {
+            return Ok(false);
         }
+        let start = last_entry.map_or(0, |e| e.position);
+        let mut expected = self
+            .base_offset
+            .plus(last_entry.map_or(0, |e| e.relative_offset as i64));
+        let mut tail = Vec::new();
+        let mut pos = start;
+        while pos < self.size {
+            if pos > start && pos - start >= self.index_interval_bytes {
+                return Ok(false);
+            }
+            let Ok(Some(h)) = self.header_at(pos) else {
+                return Ok(false);
+            };
+            let first_of_tail = pos == start && last_entry.is_some();
+            if (first_of_tail && h.base_offset != expected)
+                || h.base_offset < expected
+                || !self.fits(&h)
+            {
+                return Ok(false);
+            }
+            expected = h.next_offset();
+            tail.push(h);
+            pos += h.total_bytes() as u32;
+        }
+        let first = match self.header_at(0) {
+            Ok(first) => first,
+            Err(_) => return Ok(false),
+        };
         self.index = index;
         self.time_index = time_index;
         self.max_timestamp = self.time_index.max_timestamp().unwrap_or(-1);
-        // The first batch's timestamp and the tail after the last index entry come from the file.
-        let start = self.index.floor(u32::MAX).map_or(0, |e| e.position);
-        if let Some(first) = self.header_at(0)? {
-            self.first_batch_timestamp = Some(first.max_timestamp);
-        }
-        let mut pos = start;
-        while pos < self.size {
-            let Some(h) = self.header_at(pos)? else { return Ok(None) };
-            on_batch(&h);
+        self.first_batch_timestamp = first.map(|h| h.max_timestamp);
+        for h in &tail {
+            on_batch(h);
             self.next_offset = h.next_offset();
             self.max_timestamp = self.max_timestamp.max(h.max_timestamp);
-            pos += h.total_bytes() as u32;
-        }
-        if pos != self.size {
-            return Ok(None);
         }
         self.bytes_since_index_entry = self.size - start;
-        Ok(Some(()))
+        Ok(true)
+    }
+
+    /// True if the batch's offsets lie in this segment's range of u32 relative offsets.
+    fn fits(&self, h: &BatchHeader) -> bool {
+        h.base_offset >= self.base_offset
+            && h.last_offset().0 - self.base_offset.0 <= u32::MAX as i64
     }
 
     /// Scans every batch from the start, validating framing, magic, CRC and offset order;
@@ -215,6 +266,15 @@ impl Segment {
                     ));
                     break;
                 }
+                Ok(h) if !self.fits(&h) => {
+                    stopped_by = Some(format!(
+                        "batch offsets {}..={} outside the segment based at {}",
+                        h.base_offset,
+                        h.last_offset(),
+                        self.base_offset
+                    ));
+                    break;
+                }
                 Ok(h) => {
                     on_batch(&h);
                     self.note_appended(pos, &h);
@@ -239,6 +299,7 @@ impl Segment {
         Ok(ScanOutcome {
             truncated_bytes,
             stopped_by,
+            indexes_rebuilt: false,
         })
     }
 
@@ -284,7 +345,12 @@ impl Segment {
 
     /// Appends a batch, writing its rewritten prefix and its unchanged tail in one `writev`.
     /// On return the bytes are in the page cache, not durable: `sync` makes them so.
-    pub fn append(&mut self, batch: &ValidatedBatch, base_offset: Offset, epoch: LeaderEpoch) -> Result<()> {
+    pub fn append(
+        &mut self,
+        batch: &ValidatedBatch,
+        base_offset: Offset,
+        epoch: LeaderEpoch,
+    ) -> Result<()> {
         let prefix = batch.rewritten_prefix(base_offset, epoch);
         let mut header = *batch.header();
         header.base_offset = base_offset;
@@ -300,7 +366,11 @@ impl Segment {
 
     fn write_parts(&mut self, parts: &[&[u8]], header: &BatchHeader) -> Result<()> {
         let total: usize = parts.iter().map(|p| p.len()).sum();
-        assert_eq!(total, header.total_bytes(), "batch parts must add up to its length");
+        assert_eq!(
+            total,
+            header.total_bytes(),
+            "batch parts must add up to its length"
+        );
         if self.size as u64 + total as u64 > SEGMENT_BYTES_MAX as u64 {
             return Err(Error::BatchTooLarge {
                 bytes: total,
@@ -311,7 +381,6 @@ impl Segment {
         write_all_vectored(&self.file, parts).map_err(|e| {
             // Leave no partial batch behind: the file is cut back to the last whole batch.
             let _ = self.file.set_len(position as u64);
-            let _ = (&*self.file).seek(SeekFrom::Start(position as u64));
             io_err("write", &self.log_path, e)
         })?;
         self.size += total as u32;
@@ -347,11 +416,13 @@ impl Segment {
         self.file
             .read_exact_at(&mut buf[..n], position as u64)
             .map_err(|e| io_err("read", &self.log_path, e))?;
-        let h = BatchHeader::parse(&buf[..n]).map_err(|source| Error::CorruptBatch {
-            path: self.log_path.clone(),
-            position: position as u64,
-            source,
-        })?;
+        let h = BatchHeader::parse(&buf[..n])
+            .and_then(|h| h.check_offsets().map(|()| h))
+            .map_err(|source| Error::CorruptBatch {
+                path: self.log_path.clone(),
+                position: position as u64,
+                source,
+            })?;
         if position as u64 + h.total_bytes() as u64 > self.size as u64 {
             return Err(Error::CorruptBatch {
                 path: self.log_path.clone(),
@@ -371,7 +442,11 @@ impl Segment {
         if offset >= self.next_offset {
             return Ok(None);
         }
-        let rel = if offset < self.base_offset { 0 } else { self.relative(offset) };
+        let rel = if offset < self.base_offset {
+            0
+        } else {
+            self.relative(offset)
+        };
         let mut position = self.index.floor(rel).map_or(0, |e| e.position);
         while let Some(header) = self.header_at(position)? {
             if header.last_offset() >= offset {
@@ -384,19 +459,32 @@ impl Segment {
 
     /// The first batch whose max timestamp is at or after `ts`.
     pub fn locate_timestamp(&self, ts: i64) -> Result<Option<BatchLocation>> {
+        self.locate_timestamp_from(ts, self.base_offset)
+    }
+
+    /// The first batch holding an offset at or after `from` whose max timestamp is at or after
+    /// `ts` (batches wholly below the log start are no answer).
+    pub fn locate_timestamp_from(&self, ts: i64, from: Offset) -> Result<Option<BatchLocation>> {
         if self.max_timestamp < ts {
             return Ok(None);
         }
         let rel = self.time_index.scan_start_for(ts);
-        let start = self.base_offset.plus(rel as i64);
-        let Some(mut loc) = self.locate(start)? else { return Ok(None) };
+        let start = self.base_offset.plus(rel as i64).max(from);
+        let Some(mut loc) = self.locate(start)? else {
+            return Ok(None);
+        };
         loop {
             if loc.header.max_timestamp >= ts {
                 return Ok(Some(loc));
             }
             let next = loc.position + loc.header.total_bytes() as u32;
             match self.header_at(next)? {
-                Some(header) => loc = BatchLocation { position: next, header },
+                Some(header) => {
+                    loc = BatchLocation {
+                        position: next,
+                        header,
+                    }
+                }
                 None => return Ok(None),
             }
         }
@@ -410,7 +498,9 @@ impl Segment {
             position: loc.position as u64,
             len: loc.header.total_bytes(),
         };
-        let bytes = slice.read().map_err(|e| io_err("read", &self.log_path, e))?;
+        let bytes = slice
+            .read()
+            .map_err(|e| io_err("read", &self.log_path, e))?;
         ValidatedBatch::from_stored(bytes).map_err(|source| Error::CorruptBatch {
             path: self.log_path.clone(),
             position: loc.position as u64,
@@ -420,7 +510,11 @@ impl Segment {
 
     /// A slice from `position` to `end` (exclusive) of this segment's file.
     pub fn slice(&self, position: u32, end: u32) -> FileSlice {
-        assert!(position <= end && end <= self.size, "slice {position}..{end} of {}", self.size);
+        assert!(
+            position <= end && end <= self.size,
+            "slice {position}..{end} of {}",
+            self.size
+        );
         FileSlice {
             file: self.file.clone(),
             position: position as u64,
@@ -429,36 +523,56 @@ impl Segment {
     }
 
     /// Cuts the segment at `position`, which must be a batch boundary, dropping later index
-    /// entries. The next offset becomes `next_offset`.
+    /// entries. The next offset becomes `next_offset`. The new length is fsynced before this
+    /// returns: cut batches must not come back after a crash, where a recovery scan would find
+    /// them valid and serve a history the leader does not have.
     pub fn truncate_to(&mut self, position: u32, next_offset: Offset) -> Result<()> {
-        assert!(position <= self.size, "truncate to {position} beyond size {}", self.size);
-        assert!(next_offset >= self.base_offset, "truncate below base: {next_offset}");
+        assert!(
+            position <= self.size,
+            "truncate to {position} beyond size {}",
+            self.size
+        );
+        assert!(
+            next_offset >= self.base_offset,
+            "truncate below base: {next_offset}"
+        );
         self.file
             .set_len(position as u64)
             .map_err(|e| io_err("truncate", &self.log_path, e))?;
-        (&*self.file)
-            .seek(SeekFrom::Start(position as u64))
-            .map_err(|e| io_err("seek", &self.log_path, e))?;
+        self.file
+            .sync_all()
+            .map_err(|e| io_err("fsync", &self.log_path, e))?;
         self.size = position;
         self.next_offset = next_offset;
         self.index.truncate_to_position(position);
-        self.time_index.truncate_to_offset(self.relative(next_offset));
-        self.bytes_since_index_entry = position - self.index.floor(u32::MAX).map_or(0, |e| e.position);
+        self.time_index
+            .truncate_to_offset(self.relative(next_offset));
+        let last_entry_position = self.index.floor(u32::MAX).map_or(0, |e| e.position);
+        self.bytes_since_index_entry = position - last_entry_position;
+        // The time index covers the segment up to its last entry; the batches after it still
+        // count towards the newest timestamp.
         self.max_timestamp = self.time_index.max_timestamp().unwrap_or(-1);
+        let mut pos = last_entry_position;
+        while let Some(h) = self.header_at(pos)? {
+            self.max_timestamp = self.max_timestamp.max(h.max_timestamp);
+            pos += h.total_bytes() as u32;
+        }
         if position == 0 {
             self.first_batch_timestamp = None;
         }
         Ok(())
     }
 
-    /// Deletes the segment's files. Open handles (fetches in flight) keep reading.
+    /// Deletes the segment's files, indexes first so that an interrupted delete leaves a log
+    /// file to rebuild them from rather than indexes without a log. Open handles (fetches in
+    /// flight) keep reading. The directory entry is synced by the log's next `FlushJob`.
     pub fn delete_files(&self) -> Result<()> {
-        for p in [self.log_path.clone(), self.index_path(), self.time_index_path()] {
-            match fs::remove_file(&p) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(io_err("delete", &p, e)),
-            }
+        for p in [
+            self.index_path(),
+            self.time_index_path(),
+            self.log_path.clone(),
+        ] {
+            remove_if_present(&p)?;
         }
         Ok(())
     }
@@ -507,14 +621,28 @@ impl Segment {
     }
 }
 
+/// Removes a file; one that is not there is already removed.
+pub(crate) fn remove_if_present(path: &Path) -> Result<()> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_err("delete", path, e)),
+    }
+}
+
 /// Reads one batch from a sequential reader, fully validated; `remaining` bounds it to the file.
-fn read_batch(reader: &mut impl Read, buf: &mut Vec<u8>, remaining: u32) -> Result<BatchHeader, BatchError> {
+fn read_batch(
+    reader: &mut impl Read,
+    buf: &mut Vec<u8>,
+    remaining: u32,
+) -> Result<BatchHeader, BatchError> {
     buf.resize(HEADER_BYTES.min(remaining as usize), 0);
     reader.read_exact(buf).map_err(|_| BatchError::Truncated {
         needed: HEADER_BYTES,
         available: remaining as usize,
     })?;
     let h = BatchHeader::parse(buf)?;
+    h.check_offsets()?;
     if h.total_bytes() > remaining as usize {
         return Err(BatchError::Truncated {
             needed: h.total_bytes(),
@@ -617,7 +745,10 @@ mod tests {
         }
         let loc = seg.locate_timestamp(450).unwrap().unwrap();
         assert_eq!(loc.header.base_offset, Offset(5));
-        assert_eq!(seg.locate_timestamp(0).unwrap().unwrap().header.base_offset, Offset(0));
+        assert_eq!(
+            seg.locate_timestamp(0).unwrap().unwrap().header.base_offset,
+            Offset(0)
+        );
         assert!(seg.locate_timestamp(901).unwrap().is_none());
     }
 }
