@@ -1,1 +1,65 @@
-fn main() {}
+//! `ferrymq-bench`: measures FerryMQ through a real Kafka client (librdkafka) and, in the same
+//! run, the machine's own limit through a trivial TCP-to-file sink, so every broker figure can be
+//! read as a share of what this machine can do at all.
+//!
+//! Each subcommand is one measurement; `suite` starts a broker and runs the whole matrix, then
+//! prints a Markdown report for `docs/benchmarks.md`. It is a tool that prints figures, not a
+//! test: nothing here passes or fails on a number, it only says whether a target was met.
+
+mod child_process;
+mod consume;
+mod kafka_client;
+mod latency;
+mod machine;
+mod pacing;
+mod produce;
+mod report;
+mod rss;
+mod sink;
+mod suite;
+mod throughput;
+
+use clap::{Parser, Subcommand};
+
+/// Command line of `ferrymq-bench`.
+#[derive(Parser)]
+#[command(name = "ferrymq-bench", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// One measurement, or the whole suite.
+#[derive(Subcommand)]
+enum Command {
+    /// Producer throughput through librdkafka.
+    Produce(produce::Args),
+    /// Consumer throughput through librdkafka (manual assignment, no consumer group).
+    Consume(consume::Args),
+    /// End-to-end latency at a fixed rate: the producer stamps the payload, the consumer
+    /// computes now minus stamp.
+    E2e(latency::Args),
+    /// Baseline server: appends whatever it receives over TCP to a file, acknowledging chunks.
+    SinkServer(sink::ServerArgs),
+    /// Baseline client: pushes bytes to a sink server in chunks with a bounded window.
+    SinkClient(sink::ClientArgs),
+    /// Starts a broker, runs the whole matrix beside the sink baseline, prints Markdown.
+    Suite(suite::Args),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        match cli.command {
+            Command::Produce(args) => produce::run(args).await,
+            Command::Consume(args) => consume::run(args).await,
+            Command::E2e(args) => latency::run(args).await,
+            Command::SinkServer(args) => sink::run_server(args).await,
+            Command::SinkClient(args) => sink::run_client(args).await,
+            Command::Suite(args) => suite::run(args).await,
+        }
+    })
+}
