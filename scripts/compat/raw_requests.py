@@ -1,11 +1,13 @@
 """Kafka requests sent as built, past a client's own checks, through kafka-python's protocol types.
 
 For what a client would not send or would not show: a Produce to a partition that the metadata
-does not have, and a Fetch whose record batches stay undecoded so their codec can be checked.
+does not have, a Fetch whose record batches stay undecoded so their codec can be checked, and a
+plain Metadata lookup that does not go through the admin client's response post-processing.
 """
 
 from kafka.admin import KafkaAdminClient
 from kafka.protocol.fetch import FetchRequest
+from kafka.protocol.metadata import MetadataRequest
 from kafka.protocol.produce import ProduceRequest
 from kafka.record import MemoryRecords
 from kafka.record.memory_records import MemoryRecordsBuilder
@@ -15,15 +17,11 @@ FETCH_BYTES_MAX = 16 << 20
 CODEC_IDS = {"gzip": 1, "snappy": 2, "lz4": 3, "zstd": 4}
 
 
-def _only_node_id(client):
-    (node,) = client.describe_cluster()["brokers"]
-    return node["node_id"]
-
-
 def _send(bootstrap, request):
     client = KafkaAdminClient(bootstrap_servers=bootstrap)
     try:
-        return client.send_request(request, node_id=_only_node_id(client))
+        # With one broker, the client's default node (the least loaded one) is that broker.
+        return client.send_request(request)
     finally:
         client.close()
 
@@ -61,3 +59,12 @@ def produce_one(bootstrap, topic, partition):
     (answered_partition, error_code, *_), = partitions
     assert answered_partition == partition
     return error_code
+
+
+def leader_of(bootstrap, topic, partition):
+    """The node id leading `topic[partition]`, from a Metadata v1 request (no auto-creation)."""
+    response = _send(bootstrap, MetadataRequest[1](topics=[topic]))
+    (error_code, _, _, partitions), = response.topics
+    assert error_code == 0, f"metadata {topic}: error code {error_code}"
+    leaders = {index: leader for _, index, leader, _, _ in partitions}
+    return leaders[partition]

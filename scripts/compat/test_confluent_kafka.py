@@ -130,6 +130,8 @@ def test_each_codec_round_trips_and_is_stored_as_produced(broker, codec):
         read.close()
 
     # The broker passes batches through untouched, so they come back in librdkafka's codec.
+    # librdkafka sends lz4 batches uncompressed ("Broker does not support compression type lz4")
+    # unless the broker's ApiVersions lists FindCoordinator: its LZ4 feature check keys on that.
     stored = raw_requests.fetch_batches(broker.bootstrap, topic)
     assert stored, "raw fetch returned no batches"
     assert {b.compression_type for b in stored} == {raw_requests.CODEC_IDS[codec]}
@@ -168,7 +170,8 @@ def test_admin_creates_describes_alters_grows_and_deletes_a_topic(broker):
 
 
 def test_describe_cluster_names_the_single_broker(broker):
-    cluster = admin(broker).describe_cluster().result(timeout=REQUEST_TIMEOUT_S)
+    client = admin(broker)
+    cluster = client.describe_cluster().result(timeout=REQUEST_TIMEOUT_S)
     assert [(n.host, n.port) for n in cluster.nodes] == [("127.0.0.1", broker.port)]
     assert cluster.controller is not None
     assert cluster.controller.id == cluster.nodes[0].id
@@ -195,6 +198,7 @@ def test_list_offsets_earliest_latest_and_by_timestamp(broker):
         name: client.list_offsets({tp: spec})[tp].result(timeout=REQUEST_TIMEOUT_S)
         for name, spec in specs.items()
     }
+    # By timestamp: the first record (not batch) whose timestamp is >= the one asked for.
     assert answers["earliest"].offset == 0
     assert answers["latest"].offset == 10
     assert (answers["exact"].offset, answers["exact"].timestamp) == (4, base_ms + 4000)
@@ -258,7 +262,8 @@ def test_creating_a_topic_with_an_invalid_name_fails(broker):
 
 def test_producing_to_a_missing_partition_fails(broker):
     topic = unique_topic("ck-missing-partition")
-    wait_all(admin(broker).create_topics([NewTopic(topic, 2, 1)]))
+    client = admin(broker)
+    wait_all(client.create_topics([NewTopic(topic, 2, 1)]))
 
     send = producer(broker, acks="1", **{"message.timeout.ms": 10_000})
     outcome = []
