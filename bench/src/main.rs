@@ -8,6 +8,7 @@
 
 mod child_process;
 mod consume;
+mod cpu;
 mod kafka_client;
 mod latency;
 mod machine;

@@ -25,7 +25,7 @@ use crate::throughput::Throughput;
 /// Largest payload the tool sends; librdkafka would refuse more than a batch anyway.
 pub const PAYLOAD_BYTES_MAX: usize = 1_000_000;
 
-/// How often (in messages) the send loop serves delivery reports between sends.
+/// How often (in messages) the send loop serves delivery reports and checks its deadline.
 const POLL_EVERY_MESSAGES: u64 = 1024;
 
 /// How long to wait for the statistics emitted after the last delivery.
@@ -198,6 +198,9 @@ pub fn send_all(
         sent += 1;
         if sent % POLL_EVERY_MESSAGES == 0 {
             producer.poll(Duration::ZERO);
+            if Instant::now() >= deadline {
+                break;
+            }
         }
     }
     wait_for_deliveries(&producer, deadline);

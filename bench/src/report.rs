@@ -5,6 +5,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use crate::cpu::CpuUse;
 use crate::kafka_client::Acks;
 use crate::latency::LatencyOutcome;
 use crate::machine::Machine;
@@ -62,12 +63,16 @@ pub struct ThroughputRow {
     pub produce: Result<ProduceOutcome, String>,
     /// Largest broker RSS sampled while producing, KiB.
     pub produce_rss_kib: u64,
+    /// Cores used by the broker and the client while producing.
+    pub produce_cpu: Option<CpuUse>,
     /// The sink pushing the same bytes, or why there is none.
     pub sink: Result<SinkRun, String>,
     /// Consumer figures reading the topic back, or why there are none.
     pub consume: Result<Throughput, String>,
     /// Largest broker RSS sampled while consuming, KiB.
     pub consume_rss_kib: u64,
+    /// Cores used by the broker and the client while consuming.
+    pub consume_cpu: Option<CpuUse>,
 }
 
 /// One sink client run.
@@ -137,16 +142,20 @@ impl Report {
             self.elapsed.as_secs_f64(),
             m.cpus
         );
-        out.push_str("\nMB = 10^6 payload bytes (record and protocol overhead not counted); memory in MiB.\n");
+        out.push_str(
+            "\nMB = 10^6 payload bytes (record and protocol overhead not counted); memory in MiB; \
+             cores = CPU seconds used during a measurement ÷ its duration, for the broker and for \
+             the benchmark client (librdkafka included).\n",
+        );
     }
 
     fn write_produce(&self, out: &mut String) {
         out.push_str("\n### Producer throughput\n\n");
         out.push_str(
             "| message | acks | partitions | messages | msgs/s | MB/s | sink MB/s (mode, chunk) \
-             | sink msgs/s equiv. | % of sink | target | broker RSS max |\n",
+             | sink msgs/s equiv. | % of sink | target | cores broker / client | broker RSS max |\n",
         );
-        out.push_str("|---|---|---|---:|---:|---:|---:|---:|---:|---|---:|\n");
+        out.push_str("|---|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|\n");
         for row in &self.throughput {
             let sink = row.sink.as_ref().ok();
             let sink_cell = sink.map_or("error".to_string(), |s| {
@@ -173,13 +182,14 @@ impl Report {
             };
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {} | {rate_cells} | {sink_cell} | {sink_msgs} | {} | {} | {:.0} MiB |",
+                "| {} | {} | {} | {} | {rate_cells} | {sink_cell} | {sink_msgs} | {} | {} | {} | {:.0} MiB |",
                 size_label(row.message_bytes),
                 row.acks.as_config(),
                 row.partitions,
                 thousands(row.messages as f64),
                 share.map_or("–".to_string(), percent),
                 produce_target(row, share),
+                cores(row.produce_cpu),
                 kib_to_mib(row.produce_rss_kib)
             );
         }
@@ -194,9 +204,9 @@ impl Report {
              nothing to disk, so it can pass 100 %.\n\n",
         );
         out.push_str(
-            "| message | produced with acks | partitions | messages | msgs/s | MB/s | % of page-cache sink | broker RSS max |\n",
+            "| message | produced with acks | partitions | messages | msgs/s | MB/s | % of page-cache sink | cores broker / client | broker RSS max |\n",
         );
-        out.push_str("|---|---|---|---:|---:|---:|---:|---:|\n");
+        out.push_str("|---|---|---|---:|---:|---:|---:|---:|---:|\n");
         let page_cache_sink = |bytes: usize, partitions: i32| {
             self.throughput
                 .iter()
@@ -220,11 +230,12 @@ impl Report {
             };
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {cells} | {} | {:.0} MiB |",
+                "| {} | {} | {} | {cells} | {} | {} | {:.0} MiB |",
                 size_label(row.message_bytes),
                 row.acks.as_config(),
                 row.partitions,
                 share.map_or("–".to_string(), percent),
+                cores(row.consume_cpu),
                 kib_to_mib(row.consume_rss_kib)
             );
         }
@@ -318,6 +329,12 @@ fn latency_target(rate_per_s: u32, p99: Duration) -> String {
     )
 }
 
+fn cores(cpu: Option<CpuUse>) -> String {
+    cpu.map_or("–".to_string(), |c| {
+        format!("{:.2} / {:.2}", c.broker_cores, c.client_cores)
+    })
+}
+
 fn verdict(met: bool) -> &'static str {
     if met {
         "met"
@@ -386,9 +403,11 @@ mod tests {
             messages: 1,
             produce: Err("not run".into()),
             produce_rss_kib: 0,
+            produce_cpu: None,
             sink: Err("not run".into()),
             consume: Err("not run".into()),
             consume_rss_kib: 0,
+            consume_cpu: None,
         };
         assert_eq!(produce_target(&row(100, Acks::Leader), Some(0.1)), "–");
         assert_eq!(

@@ -15,6 +15,7 @@ use anyhow::{bail, Context as _};
 
 use crate::child_process::{free_loopback_addr, ChildProcess};
 use crate::consume::{self, ConsumeSpec};
+use crate::cpu::CpuMeter;
 use crate::kafka_client::{self, Acks, INFLIGHT_REQUESTS_MAX};
 use crate::latency;
 use crate::machine::Machine;
@@ -301,7 +302,12 @@ async fn throughput_row(
         scenario.partitions
     );
     sampler.take_interval_max_kib();
+    let meter = CpuMeter::start(servers.broker.pid());
     let produce = produce_once(bootstrap, &topic, scenario, timeout).await;
+    let produce_cpu = produce
+        .as_ref()
+        .ok()
+        .and_then(|p| meter.stop(p.throughput.elapsed));
     let produce_rss_kib = sampler.take_interval_max_kib();
     let chunk_bytes = sink_chunk_bytes(
         produce
@@ -327,6 +333,7 @@ async fn throughput_row(
         })
         .map_err(|e| format!("sink ({}): {e:#}", mode.name()));
     sampler.take_interval_max_kib();
+    let meter = CpuMeter::start(servers.broker.pid());
     let consume = match &produce {
         Ok(produced) => {
             let spec = ConsumeSpec {
@@ -338,6 +345,7 @@ async fn throughput_row(
         }
         Err(_) => Err("not run: nothing was produced".to_string()),
     };
+    let consume_cpu = consume.as_ref().ok().and_then(|t| meter.stop(t.elapsed));
     ThroughputRow {
         message_bytes: scenario.message_bytes,
         acks: scenario.acks,
@@ -345,9 +353,11 @@ async fn throughput_row(
         messages: scenario.messages,
         produce,
         produce_rss_kib,
+        produce_cpu,
         sink,
         consume,
         consume_rss_kib: sampler.take_interval_max_kib(),
+        consume_cpu,
     }
 }
 
