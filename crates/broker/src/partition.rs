@@ -283,7 +283,7 @@ impl Partition {
         if let Err(e) = job.run() {
             return Err(self.go_offline(e));
         }
-        self.lock().log.mark_flushed(job.upto);
+        self.lock().log.mark_job_flushed(&job);
         Ok(job.upto)
     }
 

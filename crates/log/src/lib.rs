@@ -15,6 +15,7 @@ pub mod epoch;
 pub mod error;
 pub mod index;
 pub mod partition_log;
+pub mod records;
 pub mod segment;
 
 pub use batch::{BatchError, BatchHeader, ValidatedBatch};

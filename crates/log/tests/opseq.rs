@@ -547,18 +547,19 @@ impl Harness {
         self.check_timestamps(log)
     }
 
-    /// Timestamps only grow in the model, so the batch found for a batch's max timestamp is
-    /// that batch (entered at the log start if it straddles it), and the newest is the last.
+    /// Timestamps only grow in the model (record k of a batch has the batch's first timestamp
+    /// plus k), so a batch's max timestamp finds its last record; below the log start the first
+    /// live record after it answers. The newest batch holds the max timestamp.
     fn check_timestamps(&self, log: &PartitionLog) -> Result<(), TestCaseError> {
         let start = self.model.log_start;
         for b in self.model.batches() {
             let found = log.offset_for_timestamp(b.max_timestamp).expect("lookup");
-            let expected =
-                (b.last() >= start).then(|| (Offset(b.base.max(start)), b.max_timestamp));
-            // A batch wholly below the log start is skipped: the next live batch answers.
+            let expected = (b.last() >= start).then(|| (Offset(b.last()), b.max_timestamp));
+            // A batch wholly below the log start is skipped: the next live record answers.
             let expected = expected.or_else(|| {
                 let next = self.model.batches().find(|n| n.last() >= start)?;
-                Some((Offset(next.base.max(start)), next.max_timestamp))
+                let o = next.base.max(start);
+                Some((Offset(o), next.max_timestamp - (next.last() - o)))
             });
             prop_assert_eq!(found, expected, "timestamp {}", b.max_timestamp);
         }

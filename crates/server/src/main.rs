@@ -1,1 +1,102 @@
-fn main() {}
+//! The `ferrymq` binary: one process per node. `ferrymq serve` runs a broker; with no settings
+//! it is a working single node on 127.0.0.1:9092 with data in `./ferrymq-data`.
+//!
+//! This crate wires and configures; it holds no protocol or replication logic.
+
+mod logging;
+mod serve;
+mod settings;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+/// FerryMQ: a highly available message queue that speaks the Kafka protocol.
+#[derive(Debug, Parser)]
+#[command(name = "ferrymq", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a broker (a single node with embedded defaults when given nothing else).
+    #[command(after_help = settings::help_text())]
+    Serve(ServeArgs),
+    /// Print the settings table in Markdown (the source of docs/configuration.md).
+    Settings,
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// TOML file of settings (keys as in the table below; dotted keys or tables).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Kafka listener address (setting `listen`).
+    #[arg(long, value_name = "HOST:PORT")]
+    listen: Option<String>,
+    /// Address given to clients, if not the listen address (setting `advertised.listener`).
+    #[arg(long, value_name = "HOST:PORT")]
+    advertised_listener: Option<String>,
+    /// Data directory (setting `data.dir`).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Node id (setting `node.id`).
+    #[arg(long)]
+    node_id: Option<i32>,
+    /// Log filter, e.g. `info` or `info,ferrymq_broker=debug` (setting `log.level`).
+    #[arg(long)]
+    log_level: Option<String>,
+    /// Log format: text or json (setting `log.format`).
+    #[arg(long, value_name = "text|json")]
+    log_format: Option<String>,
+    /// Any setting, as NAME=VALUE; repeatable (like Kafka's --override).
+    #[arg(long = "override", value_name = "NAME=VALUE")]
+    overrides: Vec<String>,
+}
+
+impl ServeArgs {
+    fn flags(&self) -> Result<Vec<(String, String)>> {
+        let mut out = Vec::new();
+        let mut put = |k: &str, v: Option<String>| {
+            if let Some(v) = v {
+                out.push((k.to_string(), v));
+            }
+        };
+        put("listen", self.listen.clone());
+        put("advertised.listener", self.advertised_listener.clone());
+        put("data.dir", self.data_dir.as_ref().map(|p| p.display().to_string()));
+        put("node.id", self.node_id.map(|n| n.to_string()));
+        put("log.level", self.log_level.clone());
+        put("log.format", self.log_format.clone());
+        for o in &self.overrides {
+            let (k, v) = o.split_once('=').with_context(|| format!("--override {o:?} is not NAME=VALUE"))?;
+            out.push((k.trim().to_string(), v.to_string()));
+        }
+        Ok(out)
+    }
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Settings => {
+            print!("{}", settings::markdown_table());
+            Ok(())
+        }
+        Command::Serve(args) => {
+            let env: BTreeMap<String, String> = std::env::vars().filter(|(k, _)| k.starts_with("FERRYMQ_")).collect();
+            let resolved = settings::Resolved::new(args.config.as_deref(), &env, &args.flags()?)?;
+            logging::init(resolved.get("log.level"), resolved.get("log.format"))?;
+            for (name, value, source) in resolved.all().filter(|(_, _, src)| *src != "default") {
+                tracing::info!(setting = name, value, source, "setting");
+            }
+            let cfg = serve::build_config(&resolved)?;
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("ferrymq").build()?;
+            runtime.block_on(serve::run(cfg)).inspect_err(|e| tracing::error!(error = format!("{e:#}"), "broker failed"))
+        }
+    }
+}

@@ -1,0 +1,100 @@
+//! Fetch (1): read from each partition up to its high watermark, long-polling until
+//! `min_bytes` are available or `max_wait_ms` passes. Fetch sessions (KIP-227) are answered
+//! sessionless (session id 0), so clients send full requests, which Kafka allows.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferrymq_broker::{FetchParams, FetchPartition, ReadBound};
+use ferrymq_types::Offset;
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{FetchRequest, FetchResponse, RequestHeader, TopicName};
+use kafka_protocol::ResponseError;
+
+use super::{epoch, topic_name, tp};
+use crate::context::ServerContext;
+use crate::errors;
+
+/// Largest response a fetch may ask for (`fetch.max.bytes`, Kafka's 55 MiB default).
+pub const FETCH_RESPONSE_BYTES_MAX: usize = 55 * 1024 * 1024;
+
+/// Answers a Fetch request.
+pub async fn handle(ctx: &Arc<ServerContext>, header: &RequestHeader, req: FetchRequest) -> FetchResponse {
+    let version = header.request_api_version;
+    if req.session_id != 0 {
+        // We never hand out session ids, so an incremental fetch names a session we lack.
+        return FetchResponse::default().with_error_code(ResponseError::FetchSessionIdNotFound.code());
+    }
+    let image = ctx.broker.metadata();
+    // Resolve names (topic ids from v13); unknown ids are answered per topic.
+    let mut requested: Vec<(TopicName, uuid::Uuid, Option<String>, Vec<i32>)> = Vec::new();
+    let mut partitions = Vec::new();
+    for t in &req.topics {
+        let name = if version >= 13 {
+            image.topic_names.get(&t.topic_id).cloned()
+        } else {
+            Some(t.topic.0.to_string())
+        };
+        let mut indexes = Vec::new();
+        for p in &t.partitions {
+            indexes.push(p.partition);
+            if let Some(name) = &name {
+                partitions.push(FetchPartition {
+                    tp: tp(&topic_name(name), p.partition),
+                    fetch_offset: Offset(p.fetch_offset),
+                    partition_max_bytes: p.partition_max_bytes.max(0) as usize,
+                    current_leader_epoch: epoch(p.current_leader_epoch),
+                });
+            }
+        }
+        requested.push((t.topic.clone(), t.topic_id, name, indexes));
+    }
+    let params = FetchParams {
+        max_wait: Duration::from_millis(req.max_wait_ms.max(0) as u64),
+        min_bytes: req.min_bytes.max(0) as usize,
+        max_bytes: (req.max_bytes.max(0) as usize).min(FETCH_RESPONSE_BYTES_MAX),
+        bound: ReadBound::HighWatermark,
+        partitions,
+    };
+    let mut results = ctx.broker.fetch(&params).await.into_iter();
+    let mut responses = Vec::new();
+    for (wire_name, id, name, indexes) in requested {
+        let mut parts = BTreeMap::new();
+        for index in indexes {
+            let data = match &name {
+                None => error_partition(index, ResponseError::UnknownTopicId),
+                Some(_) => match results.next().expect("one result per resolved partition") {
+                    Ok(out) => PartitionData::default()
+                        .with_partition_index(index)
+                        .with_high_watermark(out.high_watermark.0)
+                        .with_last_stable_offset(out.high_watermark.0)
+                        .with_log_start_offset(out.log_start_offset.0)
+                        .with_aborted_transactions(Some(Vec::new()))
+                        // An empty record set, never null: older librdkafka rejects size -1.
+                        .with_records(Some(out.records.unwrap_or_default())),
+                    Err(e) => error_partition(index, errors::broker(&e)),
+                },
+            };
+            parts.insert(parts.len(), data);
+        }
+        let name_on_wire = if version >= 13 { TopicName::default() } else { wire_name };
+        responses.push(
+            FetchableTopicResponse::default()
+                .with_topic(name_on_wire)
+                .with_topic_id(id)
+                .with_partitions(parts.into_values().collect()),
+        );
+    }
+    FetchResponse::default().with_session_id(0).with_responses(responses)
+}
+
+fn error_partition(index: i32, e: ResponseError) -> PartitionData {
+    PartitionData::default()
+        .with_partition_index(index)
+        .with_error_code(e.code())
+        .with_high_watermark(-1)
+        .with_last_stable_offset(-1)
+        .with_log_start_offset(-1)
+        .with_records(Some(bytes::Bytes::new()))
+}

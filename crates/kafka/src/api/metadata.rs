@@ -1,0 +1,153 @@
+//! Metadata (3): brokers, controller and, per topic, each partition's leader, replicas and
+//! ISR. An unknown topic is created here when the client allows it and
+//! `auto.create.topics.enable` is on, as Kafka does.
+
+use std::sync::Arc;
+
+use ferrymq_cluster::{ControllerError, CreateTopic, MetadataImage, TopicInfo};
+use kafka_protocol::messages::metadata_response::{MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic};
+use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, RequestHeader};
+use kafka_protocol::ResponseError;
+
+use super::{str_bytes, topic_name};
+use crate::context::ServerContext;
+use crate::errors;
+
+/// Answers a Metadata request.
+pub async fn handle(ctx: &Arc<ServerContext>, header: &RequestHeader, req: MetadataRequest) -> MetadataResponse {
+    let version = header.request_api_version;
+    // v0 has no auto-create flag: it always means "create".
+    let allow_auto_create = (version < 4 || req.allow_auto_topic_creation) && ctx.config.auto_create_topics;
+    let mut image = ctx.broker.metadata();
+    let mut topics = Vec::new();
+    match &req.topics {
+        // `None` (and an empty list before v1) means every topic.
+        None => topics.extend(image.topics.values().map(|t| topic_entry(t, &image))),
+        Some(list) if list.is_empty() && version == 0 => topics.extend(image.topics.values().map(|t| topic_entry(t, &image))),
+        Some(list) => {
+            for wanted in list {
+                let by_name = wanted.name.as_ref().map(|n| n.0.to_string());
+                let found = match &by_name {
+                    Some(name) => image.topic(name).cloned(),
+                    None => image.topic_by_id(&wanted.topic_id).cloned(),
+                };
+                if let Some(t) = found {
+                    topics.push(topic_entry(&t, &image));
+                    continue;
+                }
+                let Some(name) = by_name else {
+                    topics.push(error_topic(None, wanted.topic_id, ResponseError::UnknownTopicId));
+                    continue;
+                };
+                if !allow_auto_create {
+                    topics.push(error_topic(Some(&name), wanted.topic_id, ResponseError::UnknownTopicOrPartition));
+                    continue;
+                }
+                match auto_create(ctx, &name).await {
+                    Ok(()) => {
+                        image = ctx.broker.metadata();
+                        match image.topic(&name) {
+                            Some(t) => topics.push(topic_entry(t, &image)),
+                            None => topics.push(error_topic(Some(&name), wanted.topic_id, ResponseError::LeaderNotAvailable)),
+                        }
+                    }
+                    Err(e) => topics.push(error_topic(Some(&name), wanted.topic_id, errors::controller(&e))),
+                }
+            }
+        }
+    }
+    let brokers = image
+        .brokers
+        .values()
+        .map(|b| {
+            MetadataResponseBroker::default()
+                .with_node_id(BrokerId(b.id.0))
+                .with_host(str_bytes(b.host.clone()))
+                .with_port(b.port as i32)
+                .with_rack(b.rack.clone().map(str_bytes))
+        })
+        .collect();
+    let mut resp = MetadataResponse::default()
+        .with_brokers(brokers)
+        .with_cluster_id(Some(str_bytes(image.cluster_id.clone())))
+        .with_controller_id(BrokerId(image.controller_id.map_or(-1, |c| c.0)))
+        .with_topics(topics);
+    // No authorizer: every operation is allowed. Answer the bitsets when asked (v8+), since
+    // clients decode the "not requested" value as an invalid operation.
+    if version >= 8 && req.include_topic_authorized_operations {
+        for t in &mut resp.topics {
+            t.topic_authorized_operations = TOPIC_OPERATIONS;
+        }
+    }
+    if (8..=10).contains(&version) && req.include_cluster_authorized_operations {
+        resp.cluster_authorized_operations = CLUSTER_OPERATIONS;
+    }
+    resp
+}
+
+/// Kafka's ACL operations as bits: READ 3, WRITE 4, CREATE 5, DELETE 6, ALTER 7, DESCRIBE 8,
+/// CLUSTER_ACTION 9, DESCRIBE_CONFIGS 10, ALTER_CONFIGS 11, IDEMPOTENT_WRITE 12.
+const fn bits(ops: &[u32]) -> i32 {
+    let mut out = 0i32;
+    let mut i = 0;
+    while i < ops.len() {
+        out |= 1 << ops[i];
+        i += 1;
+    }
+    out
+}
+/// Operations on a topic.
+const TOPIC_OPERATIONS: i32 = bits(&[3, 4, 5, 6, 7, 8, 10, 11]);
+/// Operations on the cluster.
+const CLUSTER_OPERATIONS: i32 = bits(&[5, 7, 8, 9, 10, 11, 12]);
+
+async fn auto_create(ctx: &Arc<ServerContext>, name: &str) -> Result<(), ControllerError> {
+    let req = CreateTopic { name: name.to_string(), ..Default::default() };
+    match ctx.broker.controller().create_topic(req, false).await {
+        Ok(created) => {
+            tracing::info!(topic = name, partitions = created.num_partitions, "auto-created topic");
+            ctx.broker.sync_metadata();
+            Ok(())
+        }
+        // Another request created it meanwhile: fine.
+        Err(ControllerError::TopicAlreadyExists(_)) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+fn error_topic(name: Option<&str>, id: uuid::Uuid, e: ResponseError) -> MetadataResponseTopic {
+    MetadataResponseTopic::default()
+        .with_error_code(e.code())
+        .with_name(name.map(topic_name))
+        .with_topic_id(id)
+}
+
+fn topic_entry(t: &TopicInfo, image: &MetadataImage) -> MetadataResponseTopic {
+    let partitions = t
+        .partitions
+        .iter()
+        .map(|(pid, p)| {
+            let leader = p.leader.filter(|l| image.brokers.contains_key(l));
+            let offline: Vec<BrokerId> = p
+                .replicas
+                .iter()
+                .filter(|r| !image.brokers.contains_key(r))
+                .map(|r| BrokerId(r.0))
+                .collect();
+            let error = if leader.is_none() { ResponseError::LeaderNotAvailable.code() } else { 0 };
+            MetadataResponsePartition::default()
+                .with_error_code(error)
+                .with_partition_index(pid.0)
+                .with_leader_id(BrokerId(leader.map_or(-1, |l| l.0)))
+                .with_leader_epoch(p.leader_epoch.0)
+                .with_replica_nodes(p.replicas.iter().map(|r| BrokerId(r.0)).collect())
+                .with_isr_nodes(p.isr.iter().map(|r| BrokerId(r.0)).collect())
+                .with_offline_replicas(offline)
+        })
+        .collect();
+    MetadataResponseTopic::default()
+        .with_name(Some(topic_name(&t.name)))
+        .with_topic_id(t.id)
+        .with_is_internal(t.name.starts_with("__"))
+        .with_partitions(partitions)
+}

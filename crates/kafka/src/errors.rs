@@ -1,0 +1,101 @@
+//! The one place where errors of the layers below become Kafka error codes (STYLE.md §6).
+
+use ferrymq_broker::BrokerError;
+use ferrymq_cluster::ControllerError;
+use ferrymq_log::BatchError;
+use kafka_protocol::ResponseError;
+
+/// The Kafka error for a broker-core error.
+pub fn broker(e: &BrokerError) -> ResponseError {
+    match e {
+        BrokerError::UnknownTopicOrPartition => ResponseError::UnknownTopicOrPartition,
+        BrokerError::NotLeaderOrFollower => ResponseError::NotLeaderOrFollower,
+        BrokerError::LeaderNotAvailable => ResponseError::LeaderNotAvailable,
+        BrokerError::FencedLeaderEpoch { .. } => ResponseError::FencedLeaderEpoch,
+        BrokerError::UnknownLeaderEpoch { .. } => ResponseError::UnknownLeaderEpoch,
+        BrokerError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
+        BrokerError::MessageTooLarge { .. } => ResponseError::MessageTooLarge,
+        BrokerError::NotEnoughReplicas { .. } => ResponseError::NotEnoughReplicas,
+        BrokerError::NotEnoughReplicasAfterAppend => ResponseError::NotEnoughReplicasAfterAppend,
+        BrokerError::RequestTimedOut => ResponseError::RequestTimedOut,
+        BrokerError::Storage(_) => ResponseError::KafkaStorageError,
+        BrokerError::ShuttingDown => ResponseError::NotLeaderOrFollower,
+    }
+}
+
+/// The Kafka error for a refused metadata change.
+pub fn controller(e: &ControllerError) -> ResponseError {
+    match e {
+        ControllerError::InvalidTopic(_) => ResponseError::InvalidTopicException,
+        ControllerError::TopicAlreadyExists(_) => ResponseError::TopicAlreadyExists,
+        ControllerError::UnknownTopic(_) => ResponseError::UnknownTopicOrPartition,
+        ControllerError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
+        ControllerError::InvalidReplicationFactor(_) => ResponseError::InvalidReplicationFactor,
+        ControllerError::InvalidReplicaAssignment(_) => ResponseError::InvalidReplicaAssignment,
+        ControllerError::InvalidConfig(_) => ResponseError::InvalidConfig,
+        ControllerError::InvalidRequest(_) => ResponseError::InvalidRequest,
+        ControllerError::Storage(_) => ResponseError::KafkaStorageError,
+    }
+}
+
+/// The Kafka error for a refused batch: damaged bytes are CORRUPT_MESSAGE, well-formed but
+/// invalid batches INVALID_RECORD, as Kafka's `CorruptRecordException`/`InvalidRecordException`.
+pub fn batch(e: &BatchError) -> ResponseError {
+    if e.is_corruption() {
+        ResponseError::CorruptMessage
+    } else {
+        ResponseError::InvalidRecord
+    }
+}
+
+/// The wire code of an optional error (0 for none).
+pub fn code(e: Option<ResponseError>) -> i16 {
+    e.map_or(0, |e| e.code())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferrymq_types::{LeaderEpoch, Offset};
+
+    #[test]
+    fn broker_errors_map_to_kafka_codes() {
+        let table: Vec<(BrokerError, i16)> = vec![
+            (BrokerError::UnknownTopicOrPartition, 3),
+            (BrokerError::NotLeaderOrFollower, 6),
+            (BrokerError::LeaderNotAvailable, 5),
+            (BrokerError::FencedLeaderEpoch { request: LeaderEpoch(1), current: LeaderEpoch(2) }, 74),
+            (BrokerError::UnknownLeaderEpoch { request: LeaderEpoch(3), current: LeaderEpoch(2) }, 75),
+            (BrokerError::OffsetOutOfRange { requested: Offset(9), log_start: Offset(0), log_end: Offset(1) }, 1),
+            (BrokerError::MessageTooLarge { bytes: 2, max: 1 }, 10),
+            (BrokerError::NotEnoughReplicas { isr: 1, min: 2 }, 19),
+            (BrokerError::NotEnoughReplicasAfterAppend, 20),
+            (BrokerError::RequestTimedOut, 7),
+            (BrokerError::Storage("x".into()), 56),
+        ];
+        for (e, c) in table {
+            assert_eq!(broker(&e).code(), c, "{e}");
+        }
+    }
+
+    #[test]
+    fn controller_and_batch_errors_map_to_kafka_codes() {
+        let table: Vec<(ControllerError, i16)> = vec![
+            (ControllerError::InvalidTopic("x".into()), 17),
+            (ControllerError::TopicAlreadyExists("x".into()), 36),
+            (ControllerError::UnknownTopic("x".into()), 3),
+            (ControllerError::InvalidPartitions("x".into()), 37),
+            (ControllerError::InvalidReplicationFactor("x".into()), 38),
+            (ControllerError::InvalidReplicaAssignment("x".into()), 39),
+            (ControllerError::InvalidConfig("x".into()), 40),
+            (ControllerError::InvalidRequest("x".into()), 42),
+            (ControllerError::Storage("x".into()), 56),
+        ];
+        for (e, c) in table {
+            assert_eq!(controller(&e).code(), c, "{e}");
+        }
+        assert_eq!(batch(&BatchError::BadCrc { stored: 1, computed: 2 }).code(), 2);
+        assert_eq!(batch(&BatchError::BadMagic { magic: 1 }).code(), 87);
+        assert_eq!(batch(&BatchError::NotOneBatch { count: 2 }).code(), 87);
+    }
+}

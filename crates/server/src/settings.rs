@@ -1,0 +1,203 @@
+//! Every setting of `ferrymq serve`: its name (Kafka's where Kafka has the setting), default and
+//! meaning, and how the sources combine. Lowest to highest precedence: built-in defaults, the
+//! TOML file (`--config`), `FERRYMQ_*` environment variables, command-line flags.
+//!
+//! The table below is the single list: `serve --help` and `docs/configuration.md` print it, and
+//! a test checks the document against it.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+
+/// One setting.
+#[derive(Debug, Clone, Copy)]
+pub struct Setting {
+    /// Dotted name, as in the TOML file and `--override`.
+    pub name: &'static str,
+    /// Default value, as text.
+    pub default: &'static str,
+    /// What it does.
+    pub doc: &'static str,
+}
+
+const fn s(name: &'static str, default: &'static str, doc: &'static str) -> Setting {
+    Setting { name, default, doc }
+}
+
+/// Every setting, grouped by subject.
+pub const SETTINGS: &[Setting] = &[
+    s("listen", "127.0.0.1:9092", "Kafka listener address (flag --listen)."),
+    s("advertised.listener", "", "host:port given to clients in Metadata; empty means the listen address (flag --advertised-listener)."),
+    s("data.dir", "./ferrymq-data", "Directory holding partition logs, checkpoints and metadata (flag --data-dir)."),
+    s("node.id", "1", "This node's id (flag --node-id)."),
+    s("broker.rack", "", "Rack of this broker, for placement; empty for none."),
+    s("log.level", "info", "Log filter (tracing syntax, e.g. info,ferrymq_broker=debug); RUST_LOG overrides it (flag --log-level)."),
+    s("log.format", "text", "Log format: text or json (flag --log-format)."),
+    s("num.partitions", "1", "Partitions of a topic created without a count (auto-created topics too)."),
+    s("default.replication.factor", "1", "Replication factor of a topic created without one."),
+    s("auto.create.topics.enable", "true", "Create a topic when a client asks Metadata for it."),
+    s("socket.request.max.bytes", "104857600", "Largest request frame; larger frames close the connection."),
+    s("max.connections", "10000", "Client connections accepted at once."),
+    s("max.inflight.requests.per.connection", "100", "Requests read ahead of their responses on one connection."),
+    s("message.max.bytes", "1048588", "Default max.message.bytes of topics: largest record batch accepted."),
+    s("log.segment.bytes", "1073741824", "Default segment.bytes: a segment is rolled before it passes this size."),
+    s("log.roll.ms", "604800000", "Default segment.ms: a segment is rolled once its first record is this old (7 days)."),
+    s("log.retention.ms", "604800000", "Default retention.ms: closed segments older than this are deleted (7 days); -1 keeps forever."),
+    s("log.retention.bytes", "-1", "Default retention.bytes: oldest segments are deleted while a partition is larger; -1 for no limit."),
+    s("log.index.interval.bytes", "4096", "Default index.interval.bytes: bytes between sparse index entries."),
+    s("log.cleanup.policy", "delete", "Default cleanup.policy."),
+    s("log.message.timestamp.type", "CreateTime", "Default message.timestamp.type."),
+    s("compression.type", "producer", "Default compression.type: batches are stored as the producer compressed them."),
+    s("min.insync.replicas", "1", "Default min.insync.replicas: acks=all is refused while fewer replicas are in sync."),
+    s("unclean.leader.election.enable", "false", "Default unclean.leader.election.enable."),
+    s("log.retention.check.interval.ms", "300000", "How often retention looks for segments to delete."),
+    s("log.flush.interval.messages", "9223372036854775807", "fsync a partition once this many messages are unflushed; 1 makes acks=1 wait for fsync. acks=all always waits for fsync."),
+    s("log.flush.interval.ms", "1000", "fsync every partition with unflushed data this often: the most acks=0/1 data a power loss can take."),
+    s("replica.high.watermark.checkpoint.interval.ms", "5000", "How often the high-watermark, recovery-point and log-start checkpoints are written."),
+    s("log.writer.queue.max", "4096", "Appends queued for the log writer thread before producers wait."),
+];
+
+/// Looks a setting up by name.
+pub fn find(name: &str) -> Option<&'static Setting> {
+    SETTINGS.iter().find(|s| s.name == name)
+}
+
+/// The environment variable of a setting: `FERRYMQ_` and the name upper-cased, `.` as `_`.
+pub fn env_name(name: &str) -> String {
+    format!("FERRYMQ_{}", name.to_ascii_uppercase().replace(['.', '-'], "_"))
+}
+
+/// Effective settings: every name mapped to its value text, with where it came from.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    values: BTreeMap<&'static str, (String, &'static str)>,
+}
+
+impl Resolved {
+    /// Combines the sources. `file` is the TOML file path if given, `env` the process
+    /// environment, `flags` name/value pairs from the command line (highest precedence).
+    pub fn new(file: Option<&Path>, env: &BTreeMap<String, String>, flags: &[(String, String)]) -> Result<Resolved> {
+        let mut values: BTreeMap<&'static str, (String, &'static str)> =
+            SETTINGS.iter().map(|s| (s.name, (s.default.to_string(), "default"))).collect();
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
+            let table: toml::Table = text.parse().with_context(|| format!("parsing {}", path.display()))?;
+            let mut flat = Vec::new();
+            flatten("", &toml::Value::Table(table), &mut flat)?;
+            for (k, v) in flat {
+                let setting = find(&k).with_context(|| format!("{}: unknown setting {k:?}", path.display()))?;
+                values.insert(setting.name, (v, "file"));
+            }
+        }
+        for s in SETTINGS {
+            if let Some(v) = env.get(&env_name(s.name)) {
+                values.insert(s.name, (v.clone(), "env"));
+            }
+        }
+        for (k, v) in flags {
+            let setting = find(k).with_context(|| format!("unknown setting {k:?} (see ferrymq serve --help)"))?;
+            values.insert(setting.name, (v.clone(), "flag"));
+        }
+        Ok(Resolved { values })
+    }
+
+    /// The value of a setting (every name in `SETTINGS` has one).
+    pub fn get(&self, name: &str) -> &str {
+        &self.values.get(name).unwrap_or_else(|| panic!("no setting named {name}")).0
+    }
+
+    /// Parses a setting, naming it in the error.
+    pub fn parse<T: std::str::FromStr>(&self, name: &str) -> Result<T>
+    where
+        T::Err: std::fmt::Display,
+    {
+        let v = self.get(name);
+        match v.trim().parse::<T>() {
+            Ok(x) => Ok(x),
+            Err(e) => bail!("setting {name} = {v:?}: {e}"),
+        }
+    }
+
+    /// Every setting with its value and source, for logging and DescribeConfigs.
+    pub fn all(&self) -> impl Iterator<Item = (&'static str, &str, &'static str)> {
+        self.values.iter().map(|(k, (v, src))| (*k, v.as_str(), *src))
+    }
+}
+
+fn flatten(prefix: &str, v: &toml::Value, out: &mut Vec<(String, String)>) -> Result<()> {
+    match v {
+        toml::Value::Table(t) => {
+            for (k, v) in t {
+                let name = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                flatten(&name, v, out)?;
+            }
+        }
+        toml::Value::String(s) => out.push((prefix.to_string(), s.clone())),
+        toml::Value::Integer(i) => out.push((prefix.to_string(), i.to_string())),
+        toml::Value::Boolean(b) => out.push((prefix.to_string(), b.to_string())),
+        toml::Value::Float(f) => out.push((prefix.to_string(), f.to_string())),
+        other => bail!("setting {prefix}: unsupported value {other}"),
+    }
+    Ok(())
+}
+
+/// The settings as a Markdown table (for `docs/configuration.md` and `serve --help`).
+pub fn markdown_table() -> String {
+    let mut out = String::from("| setting | environment | default | meaning |\n|---|---|---|---|\n");
+    for s in SETTINGS {
+        out.push_str(&format!("| `{}` | `{}` | `{}` | {} |\n", s.name, env_name(s.name), s.default, s.doc));
+    }
+    out
+}
+
+/// The settings as plain text for `serve --help`.
+pub fn help_text() -> String {
+    let mut out = String::from(
+        "Settings (TOML file keys and --override names; env FERRYMQ_<NAME with . as _>; precedence: default < file < env < flags):\n",
+    );
+    for s in SETTINGS {
+        out.push_str(&format!("  {:<48} default {:<22} {}\n", s.name, format!("{:?}", s.default), s.doc));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn precedence_is_default_file_env_flag() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f.toml");
+        std::fs::write(&file, "num.partitions = 3\nlog.retention.ms = 10\n[log.flush.interval]\nms = 7\n").unwrap();
+        let mut env = BTreeMap::new();
+        env.insert("FERRYMQ_LOG_RETENTION_MS".to_string(), "20".to_string());
+        env.insert("FERRYMQ_NODE_ID".to_string(), "4".to_string());
+        let flags = vec![("node.id".to_string(), "5".to_string())];
+        let r = Resolved::new(Some(&file), &env, &flags).unwrap();
+        assert_eq!(r.get("num.partitions"), "3");
+        assert_eq!(r.get("log.retention.ms"), "20");
+        assert_eq!(r.get("log.flush.interval.ms"), "7");
+        assert_eq!(r.get("node.id"), "5");
+        assert_eq!(r.get("listen"), "127.0.0.1:9092");
+    }
+
+    #[test]
+    fn unknown_settings_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f.toml");
+        std::fs::write(&file, "num.partitons = 3\n").unwrap();
+        assert!(Resolved::new(Some(&file), &BTreeMap::new(), &[]).is_err());
+        assert!(Resolved::new(None, &BTreeMap::new(), &[("nope".into(), "1".into())]).is_err());
+    }
+
+    #[test]
+    fn configuration_doc_lists_every_setting() {
+        let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/configuration.md")).unwrap();
+        for s in SETTINGS {
+            assert!(doc.contains(&format!("`{}`", s.name)), "docs/configuration.md misses {}", s.name);
+            assert!(doc.contains(&format!("`{}`", s.default)), "docs/configuration.md misses the default of {}", s.name);
+        }
+    }
+}
