@@ -21,7 +21,10 @@ pub fn ferrymq_bin() -> PathBuf {
     }
     // target/<profile>/deps/<test-exe> → target/<profile>/ferrymq
     let exe = std::env::current_exe().expect("current exe");
-    let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>");
     let bin = profile_dir.join("ferrymq");
     assert!(
         bin.exists(),
@@ -33,7 +36,11 @@ pub fn ferrymq_bin() -> PathBuf {
 
 /// A free TCP port on loopback (bound then released; the broker binds it right after).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind port 0").local_addr().expect("addr").port()
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind port 0")
+        .local_addr()
+        .expect("addr")
+        .port()
 }
 
 /// A broker child process. Killed (SIGKILL) on drop if still running.
@@ -67,14 +74,20 @@ impl BrokerProcess {
     }
 
     fn spawn(&mut self) -> Result<()> {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log_path)?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)?;
         let mut cmd = Command::new(ferrymq_bin());
         cmd.arg("serve")
             .arg("--listen")
             .arg(&self.addr)
             .arg("--data-dir")
             .arg(&self.data_dir)
-            .env("RUST_LOG", std::env::var("FERRYMQ_TEST_LOG").unwrap_or_else(|_| "info".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("FERRYMQ_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::from(log));
         for o in &self.extra {
@@ -90,11 +103,19 @@ impl BrokerProcess {
             if std::net::TcpStream::connect(&self.addr).is_ok() {
                 return Ok(());
             }
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 bail!("broker exited early with {status}; log:\n{}", self.log());
             }
             if Instant::now() > deadline {
-                bail!("broker not listening on {} after {timeout:?}; log:\n{}", self.addr, self.log());
+                bail!(
+                    "broker not listening on {} after {timeout:?}; log:\n{}",
+                    self.addr,
+                    self.log()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -122,7 +143,10 @@ impl BrokerProcess {
     pub fn stop(&mut self) -> Result<i32> {
         let mut c = self.child.take().context("not running")?;
         // SAFETY-free: sending a signal to our own child by pid.
-        let status = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status()?;
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(c.id().to_string())
+            .status()?;
         assert!(status.success(), "kill -TERM failed");
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -131,7 +155,10 @@ impl BrokerProcess {
             }
             if Instant::now() > deadline {
                 let _ = c.kill();
-                bail!("broker did not stop within 30 s after SIGTERM; log:\n{}", self.log());
+                bail!(
+                    "broker did not stop within 30 s after SIGTERM; log:\n{}",
+                    self.log()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -145,7 +172,9 @@ impl BrokerProcess {
 
     /// True while the process runs.
     pub fn is_running(&mut self) -> bool {
-        self.child.as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_none())
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
     }
 }
 
@@ -167,7 +196,10 @@ pub struct RawClient {
 impl RawClient {
     /// Connects to `addr`.
     pub async fn connect(addr: &str) -> Result<RawClient> {
-        Ok(RawClient { stream: TcpStream::connect(addr).await?, correlation_id: 0 })
+        Ok(RawClient {
+            stream: TcpStream::connect(addr).await?,
+            correlation_id: 0,
+        })
     }
 
     /// Sends raw bytes as they are.
@@ -179,9 +211,14 @@ impl RawClient {
     /// Reads one response frame (without its size); `None` if the broker closed the connection.
     pub async fn read_frame(&mut self) -> Result<Option<Bytes>> {
         let mut size = [0u8; 4];
-        match tokio::time::timeout(Duration::from_secs(30), self.stream.read_exact(&mut size)).await? {
+        match tokio::time::timeout(Duration::from_secs(30), self.stream.read_exact(&mut size))
+            .await?
+        {
             Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof || e.kind() == std::io::ErrorKind::ConnectionReset => {
+            Err(e)
+                if e.kind() == std::io::ErrorKind::UnexpectedEof
+                    || e.kind() == std::io::ErrorKind::ConnectionReset =>
+            {
                 return Ok(None)
             }
             Err(e) => return Err(e.into()),
@@ -194,7 +231,10 @@ impl RawClient {
     /// True if the broker closed the connection (reads EOF within a few seconds).
     pub async fn is_closed(&mut self) -> bool {
         let mut b = [0u8; 1];
-        matches!(tokio::time::timeout(Duration::from_secs(5), self.stream.read(&mut b)).await, Ok(Ok(0)) | Ok(Err(_)))
+        matches!(
+            tokio::time::timeout(Duration::from_secs(5), self.stream.read(&mut b)).await,
+            Ok(Ok(0)) | Ok(Err(_))
+        )
     }
 
     /// Encodes a request with header at `version` into a frame.
@@ -224,8 +264,11 @@ impl RawClient {
         self.send_raw(&frame).await?;
         let mut body = self.read_frame().await?.context("connection closed")?;
         let header = ResponseHeader::decode(&mut body, R::Response::header_version(version))?;
-        assert_eq!(header.correlation_id, self.correlation_id, "responses come in request order");
-        Ok(R::Response::decode(&mut body, version)?)
+        assert_eq!(
+            header.correlation_id, self.correlation_id,
+            "responses come in request order"
+        );
+        R::Response::decode(&mut body, version)
     }
 
     /// Reads and decodes the next response of type `R::Response`.
@@ -235,7 +278,10 @@ impl RawClient {
     {
         let mut body = self.read_frame().await?.context("connection closed")?;
         let header = ResponseHeader::decode(&mut body, R::Response::header_version(version))?;
-        Ok((header.correlation_id, R::Response::decode(&mut body, version)?))
+        Ok((
+            header.correlation_id,
+            R::Response::decode(&mut body, version)?,
+        ))
     }
 }
 
@@ -243,7 +289,11 @@ impl RawClient {
 pub fn topic(prefix: &str) -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
     static N: AtomicU32 = AtomicU32::new(0);
-    format!("{prefix}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// Reads a big-endian i16 at `at` (for poking at raw response bytes).

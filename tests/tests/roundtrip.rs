@@ -5,12 +5,15 @@
 use std::time::Duration;
 
 use ferrymq_e2e::{topic, BrokerProcess, RawClient};
-use rdkafka::admin::{AdminClient, AdminOptions, AlterConfig, NewPartitions, NewTopic, ResourceSpecifier, TopicReplication};
+use rdkafka::admin::{
+    AdminClient, AdminOptions, AlterConfig, NewPartitions, NewTopic, ResourceSpecifier,
+    TopicReplication,
+};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 
@@ -18,7 +21,10 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 
 fn producer(addr: &str, extra: &[(&str, &str)]) -> FutureProducer {
     let mut cfg = ClientConfig::new();
-    cfg.set("bootstrap.servers", addr).set("acks", "all").set("linger.ms", "5").set("enable.idempotence", "false");
+    cfg.set("bootstrap.servers", addr)
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .set("enable.idempotence", "false");
     for (k, v) in extra {
         cfg.set(*k, *v);
     }
@@ -38,7 +44,13 @@ fn consumer(addr: &str) -> BaseConsumer {
 }
 
 /// Reads `count` messages of partition `p` from `from`: (offset, key, payload, timestamp).
-fn read(addr: &str, topic: &str, p: i32, from: Offset, count: usize) -> Vec<(i64, Vec<u8>, Vec<u8>, i64)> {
+fn read(
+    addr: &str,
+    topic: &str,
+    p: i32,
+    from: Offset,
+    count: usize,
+) -> Vec<(i64, Vec<u8>, Vec<u8>, i64)> {
     let c = consumer(addr);
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(topic, p, from).unwrap();
@@ -46,7 +58,11 @@ fn read(addr: &str, topic: &str, p: i32, from: Offset, count: usize) -> Vec<(i64
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     let mut out = Vec::with_capacity(count);
     while out.len() < count {
-        assert!(std::time::Instant::now() < deadline, "read {} of {count} messages", out.len());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "read {} of {count} messages",
+            out.len()
+        );
         match c.poll(Duration::from_millis(200)) {
             Some(Ok(m)) => out.push((
                 m.offset(),
@@ -96,7 +112,13 @@ async fn produce_numbered(p: &FutureProducer, topic: &str, n: usize) {
     for i in 0..n {
         let v = value(i);
         let k = format!("key-{i}");
-        pending.push(enqueue(p, FutureRecord::to(topic).partition(0).key(k.as_bytes()).payload(&v[..])));
+        pending.push(enqueue(
+            p,
+            FutureRecord::to(topic)
+                .partition(0)
+                .key(k.as_bytes())
+                .payload(&v[..]),
+        ));
         if pending.len() == 10_000 {
             acked(std::mem::take(&mut pending)).await;
         }
@@ -124,7 +146,10 @@ async fn every_compression_codec_round_trips_and_is_stored_as_sent() {
     let broker = BrokerProcess::start(&[]).unwrap();
     for (codec, id) in [("gzip", 1i16), ("snappy", 2), ("lz4", 3), ("zstd", 4)] {
         let t = topic(codec);
-        let p = producer(&broker.addr, &[("compression.type", codec), ("linger.ms", "20")]);
+        let p = producer(
+            &broker.addr,
+            &[("compression.type", codec), ("linger.ms", "20")],
+        );
         produce_numbered(&p, &t, 2_000).await;
         let got = read(&broker.addr, &t, 0, Offset::Beginning, 2_000);
         for (i, (offset, _, payload, _)) in got.iter().enumerate() {
@@ -148,9 +173,15 @@ async fn first_batch_attributes(raw: &mut RawClient, t: &str) -> i16 {
         .with_max_bytes(1 << 20)
         .with_topics(vec![FetchTopic::default()
             .with_topic(TopicName(StrBytes::from_string(t.to_string())))
-            .with_partitions(vec![FetchPartition::default().with_partition(0).with_fetch_offset(0).with_partition_max_bytes(1 << 20)])]);
+            .with_partitions(vec![FetchPartition::default()
+                .with_partition(0)
+                .with_fetch_offset(0)
+                .with_partition_max_bytes(1 << 20)])]);
     let resp = raw.call(&req, 11).await.unwrap();
-    let records = resp.responses[0].partitions[0].records.clone().expect("records");
+    let records = resp.responses[0].partitions[0]
+        .records
+        .clone()
+        .expect("records");
     ferrymq_e2e::i16_at(&records, 21)
 }
 
@@ -163,21 +194,38 @@ async fn list_offsets_by_timestamp_finds_the_first_record_at_or_after_it() {
     let mut pending = Vec::new();
     for i in 0..100i64 {
         let v = format!("v{i}");
-        pending.push(enqueue(&p, FutureRecord::to(&t).partition(0).payload(v.as_bytes()).timestamp(base + i * 1000)));
+        pending.push(enqueue(
+            &p,
+            FutureRecord::to(&t)
+                .partition(0)
+                .payload(v.as_bytes())
+                .timestamp(base + i * 1000),
+        ));
     }
     acked(pending).await;
     let c = consumer(&broker.addr);
-    for (target, expected) in [(base, 0i64), (base + 41_500, 42), (base + 99_000, 99), (base - 5, 0)] {
+    for (target, expected) in [
+        (base, 0i64),
+        (base + 41_500, 42),
+        (base + 99_000, 99),
+        (base - 5, 0),
+    ] {
         let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(&t, 0, Offset::Offset(target)).unwrap();
+        tpl.add_partition_offset(&t, 0, Offset::Offset(target))
+            .unwrap();
         let found = c.offsets_for_times(tpl, TIMEOUT).unwrap();
         let off = found.find_partition(&t, 0).unwrap().offset();
         assert_eq!(off, Offset::Offset(expected), "timestamp {target}");
     }
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(&t, 0, Offset::Offset(base + 200_000)).unwrap();
+    tpl.add_partition_offset(&t, 0, Offset::Offset(base + 200_000))
+        .unwrap();
     let found = c.offsets_for_times(tpl, TIMEOUT).unwrap();
-    assert_eq!(found.find_partition(&t, 0).unwrap().offset(), Offset::End, "past the last timestamp");
+    assert_eq!(
+        found.find_partition(&t, 0).unwrap().offset(),
+        Offset::End,
+        "past the last timestamp"
+    );
     let (low, high) = c.fetch_watermarks(&t, 0, TIMEOUT).unwrap();
     assert_eq!((low, high), (0, 100));
     let got = read(&broker.addr, &t, 0, Offset::Offset(42), 1);
@@ -187,8 +235,10 @@ async fn list_offsets_by_timestamp_finds_the_first_record_at_or_after_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_client_creates_alters_grows_and_deletes_topics() {
     let broker = BrokerProcess::start(&[]).unwrap();
-    let admin: AdminClient<DefaultClientContext> =
-        ClientConfig::new().set("bootstrap.servers", &broker.addr).create().unwrap();
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &broker.addr)
+        .create()
+        .unwrap();
     let opts = AdminOptions::new().operation_timeout(Some(TIMEOUT));
     let t = topic("admin");
     let new = NewTopic::new(&t, 3, TopicReplication::Fixed(1)).set("retention.ms", "3600000");
@@ -196,11 +246,23 @@ async fn admin_client_creates_alters_grows_and_deletes_topics() {
     assert!(res[0].is_ok(), "{res:?}");
     // Creating it again is TOPIC_ALREADY_EXISTS.
     let again = admin.create_topics([&new], &opts).await.unwrap();
-    assert!(matches!(again[0], Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists))), "{again:?}");
+    assert!(
+        matches!(
+            again[0],
+            Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists))
+        ),
+        "{again:?}"
+    );
     let cfg = describe(&admin, &t).await;
     assert_eq!(cfg["retention.ms"].as_deref(), Some("3600000"));
-    assert_eq!(cfg["segment.bytes"].as_deref(), Some("1073741824"), "defaults are described too");
-    let alter = AlterConfig::new(ResourceSpecifier::Topic(&t)).set("retention.ms", "1000").set("segment.bytes", "1048576");
+    assert_eq!(
+        cfg["segment.bytes"].as_deref(),
+        Some("1073741824"),
+        "defaults are described too"
+    );
+    let alter = AlterConfig::new(ResourceSpecifier::Topic(&t))
+        .set("retention.ms", "1000")
+        .set("segment.bytes", "1048576");
     let res = admin.alter_configs([&alter], &opts).await.unwrap();
     assert!(res[0].is_ok(), "{res:?}");
     let cfg = describe(&admin, &t).await;
@@ -211,23 +273,49 @@ async fn admin_client_creates_alters_grows_and_deletes_topics() {
     // (admin.rs ignores rd_kafka_ConfigResource_error), so check the effect instead; the
     // error code itself is checked by the raw-protocol and kafka-python tests.
     admin.alter_configs([&bad], &opts).await.unwrap();
-    assert_eq!(describe(&admin, &t).await["retention.ms"].as_deref(), Some("1000"), "an invalid value is refused");
-    let res = admin.create_partitions([&NewPartitions::new(&t, 5)], &opts).await.unwrap();
+    assert_eq!(
+        describe(&admin, &t).await["retention.ms"].as_deref(),
+        Some("1000"),
+        "an invalid value is refused"
+    );
+    let res = admin
+        .create_partitions([&NewPartitions::new(&t, 5)], &opts)
+        .await
+        .unwrap();
     assert!(res[0].is_ok(), "{res:?}");
     let md = admin.inner().fetch_metadata(Some(&t), TIMEOUT).unwrap();
     assert_eq!(md.topics()[0].partitions().len(), 5);
     let p = producer(&broker.addr, &[]);
-    p.send(FutureRecord::<(), _>::to(&t).partition(4).payload("to the new partition"), TIMEOUT).await.unwrap();
+    p.send(
+        FutureRecord::<(), _>::to(&t)
+            .partition(4)
+            .payload("to the new partition"),
+        TIMEOUT,
+    )
+    .await
+    .unwrap();
     let res = admin.delete_topics(&[&t], &opts).await.unwrap();
     assert!(res[0].is_ok(), "{res:?}");
     let md = admin.inner().fetch_metadata(None, TIMEOUT).unwrap();
-    assert!(md.topics().iter().all(|x| x.name() != t), "deleted topic is gone");
-    assert!(!broker.data_dir.join(format!("{t}-0")).exists(), "its data is deleted");
+    assert!(
+        md.topics().iter().all(|x| x.name() != t),
+        "deleted topic is gone"
+    );
+    assert!(
+        !broker.data_dir.join(format!("{t}-0")).exists(),
+        "its data is deleted"
+    );
 }
 
-async fn describe(admin: &AdminClient<DefaultClientContext>, t: &str) -> std::collections::HashMap<String, Option<String>> {
+async fn describe(
+    admin: &AdminClient<DefaultClientContext>,
+    t: &str,
+) -> std::collections::HashMap<String, Option<String>> {
     let opts = AdminOptions::new().operation_timeout(Some(TIMEOUT));
-    let r = admin.describe_configs([&ResourceSpecifier::Topic(t)], &opts).await.unwrap();
+    let r = admin
+        .describe_configs([&ResourceSpecifier::Topic(t)], &opts)
+        .await
+        .unwrap();
     let cfg = r.into_iter().next().unwrap().unwrap();
     cfg.entries.into_iter().map(|e| (e.name, e.value)).collect()
 }
@@ -243,9 +331,19 @@ async fn restart_after_sigterm_and_after_kill9_reads_everything_back() {
     assert!(broker.data_dir.join(".clean-shutdown").exists());
     broker.restart().unwrap();
     let p = producer(&broker.addr, &[]);
-    let headers = OwnedHeaders::new().insert(Header { key: "h", value: Some("x") });
+    let headers = OwnedHeaders::new().insert(Header {
+        key: "h",
+        value: Some("x"),
+    });
     let r = p
-        .send(FutureRecord::to(&t).partition(0).key("after").payload("restart").headers(headers), TIMEOUT)
+        .send(
+            FutureRecord::to(&t)
+                .partition(0)
+                .key("after")
+                .payload("restart")
+                .headers(headers),
+            TIMEOUT,
+        )
         .await
         .unwrap();
     assert_eq!(r.offset, 5_000, "offsets continue after a restart");
@@ -260,7 +358,8 @@ async fn restart_after_sigterm_and_after_kill9_reads_everything_back() {
     assert_eq!(got[5_000].2, b"restart");
     let c = consumer(&broker.addr);
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(&t, 0, Offset::Offset(5_000)).unwrap();
+    tpl.add_partition_offset(&t, 0, Offset::Offset(5_000))
+        .unwrap();
     c.assign(&tpl).unwrap();
     let m = loop {
         if let Some(m) = c.poll(TIMEOUT) {

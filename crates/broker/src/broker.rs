@@ -58,7 +58,11 @@ pub struct Broker {
 impl Broker {
     /// Opens every hosted partition (recovering after an unclean stop) and removes the
     /// clean-shutdown marker, so a crash from now on is recognised as one.
-    pub fn open(config: BrokerConfig, controller: Arc<Controller>, clock: Arc<dyn Clock>) -> Result<Arc<Broker>, BrokerError> {
+    pub fn open(
+        config: BrokerConfig,
+        controller: Arc<Controller>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Arc<Broker>, BrokerError> {
         let marker = config.data_dir.join(CLEAN_SHUTDOWN_MARKER);
         let clean = marker.exists();
         let startup = read_startup_state(&config.data_dir, clean)?;
@@ -75,7 +79,11 @@ impl Broker {
                 .and_then(|_| sync_dir(&config.data_dir))
                 .map_err(|e| BrokerError::Storage(format!("removing {}: {e}", marker.display())))?;
         }
-        let writer = LogWriter::start(clock.clone(), config.flush_interval_messages, config.writer_queue_max);
+        let writer = LogWriter::start(
+            clock.clone(),
+            config.flush_interval_messages,
+            config.writer_queue_max,
+        );
         let (shutdown, _) = watch::channel(false);
         Ok(Arc::new(Broker {
             config,
@@ -93,12 +101,15 @@ impl Broker {
         let mut tasks = self.tasks.lock().expect("tasks lock");
         tasks.push(tokio::spawn(follow_metadata(self.clone())));
         let b = self.clone();
-        tasks.push(every(self.shutdown.subscribe(), self.config.retention_check_interval_ms, move || {
-            let b = b.clone();
-            async move {
-                let now = b.clock.now_ms();
-                let parts = b.partitions.all();
-                let _ = tokio::task::spawn_blocking(move || {
+        tasks.push(every(
+            self.shutdown.subscribe(),
+            self.config.retention_check_interval_ms,
+            move || {
+                let b = b.clone();
+                async move {
+                    let now = b.clock.now_ms();
+                    let parts = b.partitions.all();
+                    let _ = tokio::task::spawn_blocking(move || {
                     for p in parts {
                         if let Err(e) = p.enforce_retention(now) {
                             tracing::debug!(partition = %p.tp(), error = %e, "retention skipped");
@@ -106,25 +117,34 @@ impl Broker {
                     }
                 })
                 .await;
-            }
-        }));
-        let b = self.clone();
-        tasks.push(every(self.shutdown.subscribe(), self.config.checkpoint_interval_ms, move || {
-            let b = b.clone();
-            async move {
-                let parts = b.partitions.clone();
-                match tokio::task::spawn_blocking(move || parts.write_checkpoints()).await {
-                    Ok(Err(e)) => tracing::error!(error = %e, "writing checkpoints failed"),
-                    Err(e) => tracing::error!(error = %e, "checkpoint task failed"),
-                    Ok(Ok(())) => {}
                 }
-            }
-        }));
+            },
+        ));
         let b = self.clone();
-        tasks.push(every(self.shutdown.subscribe(), self.config.flush_interval_ms, move || {
-            let b = b.clone();
-            async move { b.writer.flush_dirty().await }
-        }));
+        tasks.push(every(
+            self.shutdown.subscribe(),
+            self.config.checkpoint_interval_ms,
+            move || {
+                let b = b.clone();
+                async move {
+                    let parts = b.partitions.clone();
+                    match tokio::task::spawn_blocking(move || parts.write_checkpoints()).await {
+                        Ok(Err(e)) => tracing::error!(error = %e, "writing checkpoints failed"),
+                        Err(e) => tracing::error!(error = %e, "checkpoint task failed"),
+                        Ok(Ok(())) => {}
+                    }
+                }
+            },
+        ));
+        let b = self.clone();
+        tasks.push(every(
+            self.shutdown.subscribe(),
+            self.config.flush_interval_ms,
+            move || {
+                let b = b.clone();
+                async move { b.writer.flush_dirty().await }
+            },
+        ));
     }
 
     /// The latest metadata image.
@@ -150,7 +170,9 @@ impl Broker {
 
     /// The hosted replica of `tp`.
     pub fn partition(&self, tp: &TopicPartition) -> Result<Arc<Partition>, BrokerError> {
-        self.partitions.get(tp).ok_or(BrokerError::UnknownTopicOrPartition)
+        self.partitions
+            .get(tp)
+            .ok_or(BrokerError::UnknownTopicOrPartition)
     }
 
     /// Every hosted replica.
@@ -174,7 +196,10 @@ impl Broker {
             Durability::PageCache
         };
         let mut hw = partition.subscribe_hw();
-        let append = self.writer.append(partition.clone(), batch, durability).await?;
+        let append = self
+            .writer
+            .append(partition.clone(), batch, durability)
+            .await?;
         if acks == Acks::All {
             let target = append.log_end_offset;
             let wait = hw.wait_for(|h| *h >= target);
@@ -197,7 +222,12 @@ impl Broker {
     }
 
     /// ListOffsets for one partition.
-    pub fn list_offset(&self, tp: &TopicPartition, spec: OffsetSpec, epoch: Option<LeaderEpoch>) -> Result<ListedOffset, BrokerError> {
+    pub fn list_offset(
+        &self,
+        tp: &TopicPartition,
+        spec: OffsetSpec,
+        epoch: Option<LeaderEpoch>,
+    ) -> Result<ListedOffset, BrokerError> {
         self.partition(tp)?.list_offset(spec, epoch)
     }
 
@@ -212,7 +242,11 @@ impl Broker {
     }
 
     /// DeleteRecords for one partition.
-    pub fn delete_records(&self, tp: &TopicPartition, offset: Offset) -> Result<Offset, BrokerError> {
+    pub fn delete_records(
+        &self,
+        tp: &TopicPartition,
+        offset: Offset,
+    ) -> Result<Offset, BrokerError> {
         self.partition(tp)?.delete_records(offset)
     }
 
@@ -220,7 +254,8 @@ impl Broker {
     /// indexes written, checkpoints are written, and the clean-shutdown marker is created last.
     pub async fn shutdown(self: &Arc<Self>) -> Result<(), BrokerError> {
         self.shutdown.send_replace(true);
-        let tasks: Vec<JoinHandle<()>> = std::mem::take(&mut *self.tasks.lock().expect("tasks lock"));
+        let tasks: Vec<JoinHandle<()>> =
+            std::mem::take(&mut *self.tasks.lock().expect("tasks lock"));
         for t in tasks {
             let _ = t.await;
         }
@@ -241,7 +276,9 @@ impl Broker {
         }
         self.partitions.write_checkpoints()?;
         if failed {
-            return Err(BrokerError::Storage("some partitions did not close cleanly".into()));
+            return Err(BrokerError::Storage(
+                "some partitions did not close cleanly".into(),
+            ));
         }
         let marker = self.config.data_dir.join(CLEAN_SHUTDOWN_MARKER);
         std::fs::write(&marker, b"")

@@ -16,10 +16,16 @@ pub enum BrokerError {
     LeaderNotAvailable,
     /// The request's leader epoch is older than ours.
     #[error("fenced leader epoch {request} (current {current})")]
-    FencedLeaderEpoch { request: LeaderEpoch, current: LeaderEpoch },
+    FencedLeaderEpoch {
+        request: LeaderEpoch,
+        current: LeaderEpoch,
+    },
     /// The request's leader epoch is newer than ours.
     #[error("unknown leader epoch {request} (current {current})")]
-    UnknownLeaderEpoch { request: LeaderEpoch, current: LeaderEpoch },
+    UnknownLeaderEpoch {
+        request: LeaderEpoch,
+        current: LeaderEpoch,
+    },
     /// A read or DeleteRecords outside the log.
     #[error("offset {requested} out of range [{log_start}, {log_end}]")]
     OffsetOutOfRange {

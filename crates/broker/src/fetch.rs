@@ -45,10 +45,20 @@ pub struct FetchParams {
 }
 
 /// Runs a fetch to completion; one result per requested partition, in order.
-pub async fn fetch(partitions: &Partitions, params: &FetchParams) -> Vec<Result<ReadOutcome, BrokerError>> {
-    let hosted: Vec<Option<Arc<Partition>>> = params.partitions.iter().map(|p| partitions.get(&p.tp)).collect();
-    let mut watchers: Vec<watch::Receiver<Offset>> = hosted.iter().flatten().map(|p| p.subscribe_hw()).collect();
-    let max_wait = params.max_wait.min(Duration::from_millis(FETCH_WAIT_MS_MAX));
+pub async fn fetch(
+    partitions: &Partitions,
+    params: &FetchParams,
+) -> Vec<Result<ReadOutcome, BrokerError>> {
+    let hosted: Vec<Option<Arc<Partition>>> = params
+        .partitions
+        .iter()
+        .map(|p| partitions.get(&p.tp))
+        .collect();
+    let mut watchers: Vec<watch::Receiver<Offset>> =
+        hosted.iter().flatten().map(|p| p.subscribe_hw()).collect();
+    let max_wait = params
+        .max_wait
+        .min(Duration::from_millis(FETCH_WAIT_MS_MAX));
     let deadline = tokio::time::Instant::now() + max_wait;
     loop {
         for w in &mut watchers {
@@ -61,7 +71,11 @@ pub async fn fetch(partitions: &Partitions, params: &FetchParams) -> Vec<Result<
             .filter_map(|o| o.records.as_ref().map(|b| b.len()))
             .sum();
         let any_error = results.iter().any(|r| r.is_err());
-        if bytes >= params.min_bytes.max(1) || any_error || watchers.is_empty() || tokio::time::Instant::now() >= deadline {
+        if bytes >= params.min_bytes.max(1)
+            || any_error
+            || watchers.is_empty()
+            || tokio::time::Instant::now() >= deadline
+        {
             return results;
         }
         let changed = select_all(watchers.iter_mut().map(|w| Box::pin(w.changed())));
@@ -71,7 +85,10 @@ pub async fn fetch(partitions: &Partitions, params: &FetchParams) -> Vec<Result<
     }
 }
 
-fn read_all(hosted: &[Option<Arc<Partition>>], params: &FetchParams) -> Vec<Result<ReadOutcome, BrokerError>> {
+fn read_all(
+    hosted: &[Option<Arc<Partition>>],
+    params: &FetchParams,
+) -> Vec<Result<ReadOutcome, BrokerError>> {
     let mut budget = params.max_bytes;
     let mut first_data = true;
     hosted
@@ -82,7 +99,13 @@ fn read_all(hosted: &[Option<Arc<Partition>>], params: &FetchParams) -> Vec<Resu
             let max = req.partition_max_bytes.min(budget);
             // KIP-74: the first partition with data returns at least one whole batch, so a
             // batch larger than the limits never stalls a consumer.
-            let out = p.read(req.fetch_offset, max, params.bound, first_data, req.current_leader_epoch)?;
+            let out = p.read(
+                req.fetch_offset,
+                max,
+                params.bound,
+                first_data,
+                req.current_leader_epoch,
+            )?;
             if let Some(r) = &out.records {
                 first_data = false;
                 budget = budget.saturating_sub(r.len());

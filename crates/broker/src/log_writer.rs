@@ -29,11 +29,14 @@ pub enum Durability {
     Fsync,
 }
 
+/// Where an append's outcome goes.
+type Reply = oneshot::Sender<Result<AppendInfo, BrokerError>>;
+
 struct AppendJob {
     partition: Arc<Partition>,
     batch: ValidatedBatch,
     durability: Durability,
-    reply: oneshot::Sender<Result<AppendInfo, BrokerError>>,
+    reply: Reply,
 }
 
 enum Msg {
@@ -63,7 +66,11 @@ impl std::fmt::Debug for Msg {
 impl LogWriter {
     /// Starts the writer thread. `flush_interval_messages` is `log.flush.interval.messages`;
     /// `queue_max` bounds the appends waiting for the thread.
-    pub fn start(clock: Arc<dyn Clock>, flush_interval_messages: u64, queue_max: usize) -> LogWriter {
+    pub fn start(
+        clock: Arc<dyn Clock>,
+        flush_interval_messages: u64,
+        queue_max: usize,
+    ) -> LogWriter {
         let (tx, rx) = mpsc::channel(queue_max.max(1));
         let thread = std::thread::Builder::new()
             .name("log-writer".into())
@@ -129,7 +136,7 @@ fn run(mut rx: mpsc::Receiver<Msg>, clock: Arc<dyn Clock>, flush_interval_messag
                 Err(_) => break,
             }
         }
-        let mut waiting: Vec<(usize, AppendInfo, oneshot::Sender<Result<AppendInfo, BrokerError>>)> = Vec::new();
+        let mut waiting: Vec<(usize, AppendInfo, Reply)> = Vec::new();
         let mut flush_now: Vec<usize> = Vec::new();
         let mut flushed_replies = Vec::new();
         let mut stop = false;
@@ -140,7 +147,8 @@ fn run(mut rx: mpsc::Receiver<Msg>, clock: Arc<dyn Clock>, flush_interval_messag
                     match job.partition.append_as_leader(&job.batch, now) {
                         Ok(info) => {
                             let k = key(&job.partition);
-                            let over_policy = job.partition.unflushed_messages() >= flush_interval_messages;
+                            let over_policy =
+                                job.partition.unflushed_messages() >= flush_interval_messages;
                             dirty.entry(k).or_insert_with(|| job.partition.clone());
                             if job.durability == Durability::Fsync || over_policy {
                                 flush_now.push(k);
@@ -165,7 +173,8 @@ fn run(mut rx: mpsc::Receiver<Msg>, clock: Arc<dyn Clock>, flush_interval_messag
         }
         flush_now.sort_unstable();
         flush_now.dedup();
-        let mut results: HashMap<usize, Result<ferrymq_types::Offset, BrokerError>> = HashMap::new();
+        let mut results: HashMap<usize, Result<ferrymq_types::Offset, BrokerError>> =
+            HashMap::new();
         for k in flush_now {
             let Some(p) = dirty.remove(&k) else { continue };
             let job = p.flush_job();
@@ -174,7 +183,11 @@ fn run(mut rx: mpsc::Receiver<Msg>, clock: Arc<dyn Clock>, flush_interval_messag
         for (k, info, reply) in waiting {
             let outcome = match results.get(&k) {
                 Some(Ok(upto)) => {
-                    assert!(*upto >= info.log_end_offset, "flushed to {upto} before append end {}", info.log_end_offset);
+                    assert!(
+                        *upto >= info.log_end_offset,
+                        "flushed to {upto} before append end {}",
+                        info.log_end_offset
+                    );
                     Ok(info)
                 }
                 Some(Err(e)) => Err(e.clone()),

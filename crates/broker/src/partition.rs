@@ -120,7 +120,8 @@ impl Partition {
     ) -> Result<Partition, BrokerError> {
         let dir = data_dir.join(tp.dir_name());
         prepare_dir(&dir, topic_id)?;
-        let (log, report) = PartitionLog::open(&dir, log_config(&settings), opts).map_err(BrokerError::from_log)?;
+        let (log, report) =
+            PartitionLog::open(&dir, log_config(&settings), opts).map_err(BrokerError::from_log)?;
         if report.segments_scanned > 0 || report.truncated_bytes > 0 {
             tracing::warn!(partition = %tp, scanned = report.segments_scanned, truncated_bytes = report.truncated_bytes,
                 dropped_segments = report.segments_dropped, log_end_offset = log.log_end_offset().0, "partition log recovered");
@@ -190,7 +191,8 @@ impl Partition {
         if inner.leader != Some(self.node_id) {
             return;
         }
-        let min_isr = (inner.settings.min_insync_replicas.max(1) as usize).min(inner.replicas.len().max(1));
+        let min_isr =
+            (inner.settings.min_insync_replicas.max(1) as usize).min(inner.replicas.len().max(1));
         if inner.isr.len() < min_isr {
             return;
         }
@@ -198,7 +200,12 @@ impl Partition {
             return;
         }
         let leo = inner.log.log_end_offset();
-        assert!(inner.hw <= leo, "hw={} leo={leo} partition={}", inner.hw, self.tp);
+        assert!(
+            inner.hw <= leo,
+            "hw={} leo={leo} partition={}",
+            inner.hw,
+            self.tp
+        );
         if leo > inner.hw {
             inner.hw = leo;
             self.hw_tx.send_replace(leo);
@@ -210,18 +217,31 @@ impl Partition {
             return Err(BrokerError::UnknownTopicOrPartition);
         }
         if self.offline.load(Ordering::Acquire) {
-            return Err(BrokerError::Storage(format!("partition {} is offline", self.tp)));
+            return Err(BrokerError::Storage(format!(
+                "partition {} is offline",
+                self.tp
+            )));
         }
         Ok(())
     }
 
-    fn check_leader(&self, inner: &Inner, current_epoch: Option<LeaderEpoch>) -> Result<(), BrokerError> {
+    fn check_leader(
+        &self,
+        inner: &Inner,
+        current_epoch: Option<LeaderEpoch>,
+    ) -> Result<(), BrokerError> {
         if let Some(request) = current_epoch.filter(|e| e.0 >= 0) {
             if request < inner.leader_epoch {
-                return Err(BrokerError::FencedLeaderEpoch { request, current: inner.leader_epoch });
+                return Err(BrokerError::FencedLeaderEpoch {
+                    request,
+                    current: inner.leader_epoch,
+                });
             }
             if request > inner.leader_epoch {
-                return Err(BrokerError::UnknownLeaderEpoch { request, current: inner.leader_epoch });
+                return Err(BrokerError::UnknownLeaderEpoch {
+                    request,
+                    current: inner.leader_epoch,
+                });
             }
         }
         match inner.leader {
@@ -238,9 +258,13 @@ impl Partition {
         self.check_leader(&inner, None)?;
         let max = inner.settings.max_message_bytes;
         if batch_bytes > max.max(0) as usize {
-            return Err(BrokerError::MessageTooLarge { bytes: batch_bytes, max });
+            return Err(BrokerError::MessageTooLarge {
+                bytes: batch_bytes,
+                max,
+            });
         }
-        let min_isr = (inner.settings.min_insync_replicas.max(1) as usize).min(inner.replicas.len().max(1));
+        let min_isr =
+            (inner.settings.min_insync_replicas.max(1) as usize).min(inner.replicas.len().max(1));
         if acks_all && inner.isr.len() < min_isr {
             return Err(BrokerError::NotEnoughReplicas {
                 isr: inner.isr.len(),
@@ -251,7 +275,11 @@ impl Partition {
     }
 
     /// Appends a producer's batch as leader. Called only by the log writer thread.
-    pub fn append_as_leader(&self, batch: &ValidatedBatch, now_ms: i64) -> Result<AppendInfo, BrokerError> {
+    pub fn append_as_leader(
+        &self,
+        batch: &ValidatedBatch,
+        now_ms: i64,
+    ) -> Result<AppendInfo, BrokerError> {
         self.check_usable()?;
         let mut inner = self.lock();
         self.check_leader(&inner, None)?;
@@ -327,7 +355,10 @@ impl Partition {
                 ReadBound::HighWatermark => inner.hw,
                 ReadBound::LogEnd => inner.log.log_end_offset(),
             };
-            let slice = inner.log.read(offset, max_bytes, upper, min_one).map_err(BrokerError::from_log)?;
+            let slice = inner
+                .log
+                .read(offset, max_bytes, upper, min_one)
+                .map_err(BrokerError::from_log)?;
             let outcome = ReadOutcome {
                 records: None,
                 high_watermark: inner.hw,
@@ -338,7 +369,11 @@ impl Partition {
         };
         let records = match slice {
             Some(s) => Some(s.read().map_err(|e| {
-                self.go_offline(ferrymq_log::Error::Io { op: "read", path: PathBuf::from(self.tp.dir_name()), source: e })
+                self.go_offline(ferrymq_log::Error::Io {
+                    op: "read",
+                    path: PathBuf::from(self.tp.dir_name()),
+                    source: e,
+                })
             })?),
             None => None,
         };
@@ -346,21 +381,41 @@ impl Partition {
     }
 
     /// ListOffsets for one partition (consumers: offsets at or past the HW are not listed).
-    pub fn list_offset(&self, spec: OffsetSpec, current_epoch: Option<LeaderEpoch>) -> Result<ListedOffset, BrokerError> {
+    pub fn list_offset(
+        &self,
+        spec: OffsetSpec,
+        current_epoch: Option<LeaderEpoch>,
+    ) -> Result<ListedOffset, BrokerError> {
         self.check_usable()?;
         let inner = self.lock();
         self.check_leader(&inner, current_epoch)?;
         let epoch = inner.leader_epoch;
-        let none = ListedOffset { offset: Offset(-1), timestamp: -1, leader_epoch: epoch };
+        let none = ListedOffset {
+            offset: Offset(-1),
+            timestamp: -1,
+            leader_epoch: epoch,
+        };
         let found = match spec {
             OffsetSpec::Earliest => Some((inner.log.log_start_offset(), -1)),
             OffsetSpec::Latest => Some((inner.hw, -1)),
-            OffsetSpec::MaxTimestamp => inner.log.max_timestamp().map_err(|e| self.go_offline(e))?,
-            OffsetSpec::Timestamp(ts) => inner.log.offset_for_timestamp(ts).map_err(|e| self.go_offline(e))?,
+            OffsetSpec::MaxTimestamp => {
+                inner.log.max_timestamp().map_err(|e| self.go_offline(e))?
+            }
+            OffsetSpec::Timestamp(ts) => inner
+                .log
+                .offset_for_timestamp(ts)
+                .map_err(|e| self.go_offline(e))?,
         };
         Ok(match found {
-            Some((offset, timestamp)) if matches!(spec, OffsetSpec::Earliest | OffsetSpec::Latest) || offset < inner.hw => {
-                ListedOffset { offset, timestamp, leader_epoch: epoch }
+            Some((offset, timestamp))
+                if matches!(spec, OffsetSpec::Earliest | OffsetSpec::Latest)
+                    || offset < inner.hw =>
+            {
+                ListedOffset {
+                    offset,
+                    timestamp,
+                    leader_epoch: epoch,
+                }
             }
             _ => none,
         })
@@ -396,7 +451,10 @@ impl Partition {
                 log_end: inner.hw,
             });
         }
-        let start = inner.log.advance_log_start(target).map_err(|e| self.go_offline(e))?;
+        let start = inner
+            .log
+            .advance_log_start(target)
+            .map_err(|e| self.go_offline(e))?;
         let hw = inner.hw;
         // Drop the whole segments now below the log start; `i64::MIN` as "now" keeps time-based
         // retention out of it.
@@ -412,19 +470,30 @@ impl Partition {
         self.check_usable()?;
         let mut inner = self.lock();
         let hw = inner.hw;
-        inner.log.enforce_retention(now_ms, hw).map_err(|e| self.go_offline(e))
+        inner
+            .log
+            .enforce_retention(now_ms, hw)
+            .map_err(|e| self.go_offline(e))
     }
 
     /// Offsets for the data-dir checkpoints: (recovery point, HW, log start).
     pub fn checkpoint_offsets(&self) -> (Offset, Offset, Offset) {
         let inner = self.lock();
-        (inner.log.recovery_point(), inner.hw, inner.log.log_start_offset())
+        (
+            inner.log.recovery_point(),
+            inner.hw,
+            inner.log.log_start_offset(),
+        )
     }
 
     /// Sizes for the operator: (bytes, segments, log end offset).
     pub fn log_stats(&self) -> (u64, usize, Offset) {
         let inner = self.lock();
-        (inner.log.size_bytes(), inner.log.segment_count(), inner.log.log_end_offset())
+        (
+            inner.log.size_bytes(),
+            inner.log.segment_count(),
+            inner.log.log_end_offset(),
+        )
     }
 
     /// Flushes and writes indexes for a clean shutdown.
@@ -442,7 +511,11 @@ impl Partition {
         self.removed.store(true, Ordering::Release);
         let inner = self.lock();
         let dir = inner.log.dir().to_path_buf();
-        let aside = dir.with_file_name(format!("{}.{}-delete", self.tp.dir_name(), self.topic_id.simple()));
+        let aside = dir.with_file_name(format!(
+            "{}.{}-delete",
+            self.tp.dir_name(),
+            self.topic_id.simple()
+        ));
         std::fs::rename(&dir, &aside)
             .and_then(|_| std::fs::remove_dir_all(&aside))
             .map_err(|e| BrokerError::Storage(format!("deleting {}: {e}", dir.display())))
@@ -453,7 +526,8 @@ impl Partition {
 /// is removed first. Writes `partition.metadata` for a new directory.
 fn prepare_dir(dir: &Path, topic_id: Uuid) -> Result<(), BrokerError> {
     let meta = dir.join(PARTITION_METADATA);
-    let storage = |op: &str, e: std::io::Error| BrokerError::Storage(format!("{op} {}: {e}", dir.display()));
+    let storage =
+        |op: &str, e: std::io::Error| BrokerError::Storage(format!("{op} {}: {e}", dir.display()));
     if dir.exists() {
         let recorded = std::fs::read_to_string(&meta).ok().and_then(|t| {
             t.lines()
@@ -467,6 +541,7 @@ fn prepare_dir(dir: &Path, topic_id: Uuid) -> Result<(), BrokerError> {
         std::fs::remove_dir_all(dir).map_err(|e| storage("remove", e))?;
     }
     std::fs::create_dir_all(dir).map_err(|e| storage("mkdir", e))?;
-    std::fs::write(&meta, format!("version: 0\ntopic_id: {topic_id}\n")).map_err(|e| storage("write", e))?;
+    std::fs::write(&meta, format!("version: 0\ntopic_id: {topic_id}\n"))
+        .map_err(|e| storage("write", e))?;
     Ok(())
 }

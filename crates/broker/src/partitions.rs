@@ -46,7 +46,12 @@ pub struct Partitions {
 
 impl Partitions {
     /// An empty set; `startup` is consumed by the first image application.
-    pub fn new(node_id: NodeId, data_dir: PathBuf, topic_defaults: TopicDefaults, startup: StartupState) -> Partitions {
+    pub fn new(
+        node_id: NodeId,
+        data_dir: PathBuf,
+        topic_defaults: TopicDefaults,
+        startup: StartupState,
+    ) -> Partitions {
         Partitions {
             node_id,
             data_dir,
@@ -63,7 +68,12 @@ impl Partitions {
 
     /// Every hosted replica.
     pub fn all(&self) -> Vec<Arc<Partition>> {
-        self.map.read().expect("partitions lock").values().cloned().collect()
+        self.map
+            .read()
+            .expect("partitions lock")
+            .values()
+            .cloned()
+            .collect()
     }
 
     /// Brings the hosted set in line with `image`. Storage errors take only the affected
@@ -78,7 +88,10 @@ impl Partitions {
                 if !info.replicas.contains(&self.node_id) {
                     continue;
                 }
-                let tp = TopicPartition { topic: topic.name.clone(), partition: *pid };
+                let tp = TopicPartition {
+                    topic: topic.name.clone(),
+                    partition: *pid,
+                };
                 wanted.insert(tp.clone(), ());
                 if let Some(existing) = self.get(&tp) {
                     if existing.topic_id() == topic.id {
@@ -93,12 +106,26 @@ impl Partitions {
                     log_start_offset: lookup(startup.as_ref().map(|s| &s.log_starts), &tp),
                 };
                 let hw = lookup(startup.as_ref().map(|s| &s.high_watermarks), &tp);
-                match Partition::open(&self.data_dir, tp.clone(), topic.id, self.node_id, info, settings.clone(), opts, hw) {
+                match Partition::open(
+                    &self.data_dir,
+                    tp.clone(),
+                    topic.id,
+                    self.node_id,
+                    info,
+                    settings.clone(),
+                    opts,
+                    hw,
+                ) {
                     Ok(p) => {
                         tracing::info!(partition = %tp, leader_epoch = info.leader_epoch.0, leader = ?info.leader.map(|l| l.0), "partition opened");
-                        self.map.write().expect("partitions lock").insert(tp, Arc::new(p));
+                        self.map
+                            .write()
+                            .expect("partitions lock")
+                            .insert(tp, Arc::new(p));
                     }
-                    Err(e) => tracing::error!(partition = %tp, error = %e, "cannot open partition; it stays offline"),
+                    Err(e) => {
+                        tracing::error!(partition = %tp, error = %e, "cannot open partition; it stays offline")
+                    }
                 }
             }
         }
@@ -119,21 +146,29 @@ impl Partitions {
     }
 
     fn remove(&self, tp: &TopicPartition) {
-        let Some(p) = self.map.write().expect("partitions lock").remove(tp) else { return };
+        let Some(p) = self.map.write().expect("partitions lock").remove(tp) else {
+            return;
+        };
         match p.remove() {
             Ok(()) => tracing::info!(partition = %tp, "partition deleted"),
-            Err(e) => tracing::error!(partition = %tp, error = %e, "deleting partition data failed"),
+            Err(e) => {
+                tracing::error!(partition = %tp, error = %e, "deleting partition data failed")
+            }
         }
     }
 
     /// Deletes partition directories (and `-delete` leftovers) that no topic owns any more:
     /// topics deleted while this node was down.
     fn remove_orphan_dirs(&self, wanted: &HashMap<TopicPartition, ()>) {
-        let Ok(entries) = std::fs::read_dir(&self.data_dir) else { return };
-        let wanted_dirs: std::collections::HashSet<String> = wanted.keys().map(|tp| tp.dir_name()).collect();
+        let Ok(entries) = std::fs::read_dir(&self.data_dir) else {
+            return;
+        };
+        let wanted_dirs: std::collections::HashSet<String> =
+            wanted.keys().map(|tp| tp.dir_name()).collect();
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            let is_partition_dir = e.path().join("partition.metadata").exists() || name.ends_with("-delete");
+            let is_partition_dir =
+                e.path().join("partition.metadata").exists() || name.ends_with("-delete");
             if e.path().is_dir() && is_partition_dir && !wanted_dirs.contains(&name) {
                 tracing::info!(dir = %name, "removing data of a deleted topic");
                 if let Err(err) = std::fs::remove_dir_all(e.path()) {
@@ -155,7 +190,8 @@ impl Partitions {
             ls.insert(p.tp().clone(), l);
         }
         let storage = |e: ferrymq_log::Error| BrokerError::Storage(e.to_string());
-        checkpoint::write_offsets(&self.data_dir.join(RECOVERY_POINT_CHECKPOINT), &rp).map_err(storage)?;
+        checkpoint::write_offsets(&self.data_dir.join(RECOVERY_POINT_CHECKPOINT), &rp)
+            .map_err(storage)?;
         checkpoint::write_offsets(&self.data_dir.join(HW_CHECKPOINT), &hw).map_err(storage)?;
         checkpoint::write_offsets(&self.data_dir.join(LOG_START_CHECKPOINT), &ls).map_err(storage)
     }
@@ -166,9 +202,13 @@ fn lookup(map: Option<&BTreeMap<TopicPartition, Offset>>, tp: &TopicPartition) -
 }
 
 /// Reads the checkpoints and the clean-shutdown marker at startup.
-pub fn read_startup_state(data_dir: &std::path::Path, clean_shutdown: bool) -> Result<StartupState, BrokerError> {
+pub fn read_startup_state(
+    data_dir: &std::path::Path,
+    clean_shutdown: bool,
+) -> Result<StartupState, BrokerError> {
     let read = |name: &str| {
-        checkpoint::read_offsets(&data_dir.join(name)).map_err(|e| BrokerError::Storage(e.to_string()))
+        checkpoint::read_offsets(&data_dir.join(name))
+            .map_err(|e| BrokerError::Storage(e.to_string()))
     };
     Ok(StartupState {
         clean_shutdown,

@@ -89,19 +89,25 @@ pub struct Controller {
 
 impl std::fmt::Debug for Controller {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Controller").field("node_id", &self.config.node_id).finish()
+        f.debug_struct("Controller")
+            .field("node_id", &self.config.node_id)
+            .finish()
     }
 }
 
 impl Controller {
     /// Opens the metadata log in `metadata_dir`, replays it into an image and starts publishing.
-    pub fn open(metadata_dir: &Path, cluster_id: String, config: ControllerConfig) -> Result<Controller> {
+    pub fn open(
+        metadata_dir: &Path,
+        cluster_id: String,
+        config: ControllerConfig,
+    ) -> Result<Controller> {
         let (log, records) = MetadataLog::open(metadata_dir)?;
         let mut image = MetadataImage::new(cluster_id);
         for (offset, record) in &records {
-            image
-                .apply(*offset, record)
-                .map_err(|e| ControllerError::Storage(format!("replaying metadata offset {offset}: {e}")))?;
+            image.apply(*offset, record).map_err(|e| {
+                ControllerError::Storage(format!("replaying metadata offset {offset}: {e}"))
+            })?;
         }
         image.controller_id = Some(config.node_id);
         image.brokers.insert(
@@ -113,12 +119,20 @@ impl Controller {
                 rack: config.rack.clone(),
             },
         );
-        tracing::info!(records = records.len(), topics = image.topics.len(), "metadata loaded");
+        tracing::info!(
+            records = records.len(),
+            topics = image.topics.len(),
+            "metadata loaded"
+        );
         let topics_created = image.topics.len();
         let (publish, _) = watch::channel(Arc::new(image.clone()));
         Ok(Controller {
             config,
-            state: Mutex::new(State { log, image, topics_created }),
+            state: Mutex::new(State {
+                log,
+                image,
+                topics_created,
+            }),
             publish,
         })
     }
@@ -140,7 +154,10 @@ impl Controller {
 
     /// Validates, commits and applies `records` built by `build` from the current image, in one
     /// critical section so that concurrent requests see each other's changes.
-    fn commit<T>(&self, build: impl FnOnce(&mut State) -> Result<(Vec<MetadataRecord>, T)>) -> Result<T> {
+    fn commit<T>(
+        &self,
+        build: impl FnOnce(&mut State) -> Result<(Vec<MetadataRecord>, T)>,
+    ) -> Result<T> {
         let mut state = self.state.lock().expect("controller lock poisoned");
         let (records, out) = build(&mut state)?;
         if records.is_empty() {
@@ -154,14 +171,22 @@ impl Controller {
                 .map_err(|e| ControllerError::InvalidRequest(e.to_string()))?;
         }
         let offsets = state.log.append(&records)?;
-        assert_eq!(offsets.first().copied(), Some(first), "metadata log and image offsets agree");
+        assert_eq!(
+            offsets.first().copied(),
+            Some(first),
+            "metadata log and image offsets agree"
+        );
         state.image = next;
         self.publish.send_replace(Arc::new(state.image.clone()));
         Ok(out)
     }
 
     /// CreateTopics for one topic; with `validate_only` nothing is committed.
-    pub async fn create_topic(&self, req: CreateTopic, validate_only: bool) -> Result<TopicCreated> {
+    pub async fn create_topic(
+        &self,
+        req: CreateTopic,
+        validate_only: bool,
+    ) -> Result<TopicCreated> {
         self.commit(|state| {
             let (records, created) = self.plan_topic(state, &req)?;
             if validate_only {
@@ -172,21 +197,30 @@ impl Controller {
         })
     }
 
-    fn plan_topic(&self, state: &State, req: &CreateTopic) -> Result<(Vec<MetadataRecord>, TopicCreated)> {
+    fn plan_topic(
+        &self,
+        state: &State,
+        req: &CreateTopic,
+    ) -> Result<(Vec<MetadataRecord>, TopicCreated)> {
         topic_name::validate(&req.name)?;
         let image = &state.image;
         if image.topics.contains_key(&req.name) {
             return Err(ControllerError::TopicAlreadyExists(req.name.clone()));
         }
         let folded = topic_name::folded(&req.name);
-        if let Some(other) = image.topics.keys().find(|t| topic_name::folded(t) == folded) {
+        if let Some(other) = image
+            .topics
+            .keys()
+            .find(|t| topic_name::folded(t) == folded)
+        {
             return Err(ControllerError::InvalidTopic(format!(
                 "{:?} collides with existing topic {other:?} ('.' and '_' are equivalent)",
                 req.name
             )));
         }
         for (k, v) in &req.configs {
-            topic_config::validate(k, v).map_err(|e| ControllerError::InvalidConfig(e.to_string()))?;
+            topic_config::validate(k, v)
+                .map_err(|e| ControllerError::InvalidConfig(e.to_string()))?;
         }
         let brokers: Vec<NodeId> = image.brokers.keys().copied().collect();
         let assignments = match &req.assignments {
@@ -195,9 +229,13 @@ impl Controller {
                 a.clone()
             }
             None => {
-                let count = req.num_partitions.unwrap_or(self.config.default_num_partitions);
+                let count = req
+                    .num_partitions
+                    .unwrap_or(self.config.default_num_partitions);
                 validate_partition_count(count)?;
-                let rf = req.replication_factor.unwrap_or(self.config.default_replication_factor);
+                let rf = req
+                    .replication_factor
+                    .unwrap_or(self.config.default_replication_factor);
                 placement::assign(&brokers, count, 0, rf, state.topics_created)?
             }
         };
@@ -234,7 +272,13 @@ impl Controller {
                 .topic(name)
                 .ok_or_else(|| ControllerError::UnknownTopic(name.to_string()))?;
             let id = topic.id;
-            Ok((vec![MetadataRecord::RemoveTopic(RemoveTopicRecord { version: RECORD_VERSION, id })], id))
+            Ok((
+                vec![MetadataRecord::RemoveTopic(RemoveTopicRecord {
+                    version: RECORD_VERSION,
+                    id,
+                })],
+                id,
+            ))
         })
     }
 
@@ -288,7 +332,12 @@ impl Controller {
     }
 
     /// Incremental config alteration of a topic (AlterConfigs is expressed as one).
-    pub async fn alter_topic_configs(&self, name: &str, ops: Vec<ConfigOp>, validate_only: bool) -> Result<()> {
+    pub async fn alter_topic_configs(
+        &self,
+        name: &str,
+        ops: Vec<ConfigOp>,
+        validate_only: bool,
+    ) -> Result<()> {
         self.commit(|state| {
             let topic = state
                 .image
@@ -298,12 +347,15 @@ impl Controller {
             for op in ops {
                 let (key, value) = match op {
                     ConfigOp::Set(k, v) => {
-                        topic_config::validate(&k, &v).map_err(|e| ControllerError::InvalidConfig(e.to_string()))?;
+                        topic_config::validate(&k, &v)
+                            .map_err(|e| ControllerError::InvalidConfig(e.to_string()))?;
                         (k, Some(v.trim().to_string()))
                     }
                     ConfigOp::Delete(k) => {
                         if topic_config::definition(&k).is_none() {
-                            return Err(ControllerError::InvalidConfig(format!("unknown topic config {k:?}")));
+                            return Err(ControllerError::InvalidConfig(format!(
+                                "unknown topic config {k:?}"
+                            )));
                         }
                         (k, None)
                     }
@@ -340,7 +392,7 @@ fn new_partition(topic_id: Uuid, index: i32, replicas: Vec<NodeId>) -> MetadataR
 }
 
 fn validate_partition_count(count: i32) -> Result<()> {
-    if count < 1 || count > PARTITIONS_PER_TOPIC_MAX {
+    if !(1..=PARTITIONS_PER_TOPIC_MAX).contains(&count) {
         return Err(ControllerError::InvalidPartitions(format!(
             "partition count must be between 1 and {PARTITIONS_PER_TOPIC_MAX}, got {count}"
         )));
@@ -390,7 +442,10 @@ mod tests {
     }
 
     fn block<F: std::future::Future>(f: F) -> F::Output {
-        tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(f)
     }
 
     #[test]
@@ -424,19 +479,41 @@ mod tests {
             replication_factor: Some(rf),
             ..Default::default()
         };
-        assert!(matches!(block(c.create_topic(mk("a b", 1, 1), false)), Err(ControllerError::InvalidTopic(_))));
-        assert!(matches!(block(c.create_topic(mk("a", 0, 1), false)), Err(ControllerError::InvalidPartitions(_))));
+        assert!(matches!(
+            block(c.create_topic(mk("a b", 1, 1), false)),
+            Err(ControllerError::InvalidTopic(_))
+        ));
+        assert!(matches!(
+            block(c.create_topic(mk("a", 0, 1), false)),
+            Err(ControllerError::InvalidPartitions(_))
+        ));
         assert!(matches!(
             block(c.create_topic(mk("a", 1, 2), false)),
             Err(ControllerError::InvalidReplicationFactor(_))
         ));
         block(c.create_topic(mk("a.b", 1, 1), true)).unwrap();
-        assert!(c.image().topic("a.b").is_none(), "validate_only commits nothing");
+        assert!(
+            c.image().topic("a.b").is_none(),
+            "validate_only commits nothing"
+        );
         block(c.create_topic(mk("a.b", 1, 1), false)).unwrap();
-        assert!(matches!(block(c.create_topic(mk("a.b", 1, 1), false)), Err(ControllerError::TopicAlreadyExists(_))));
-        assert!(matches!(block(c.create_topic(mk("a_b", 1, 1), false)), Err(ControllerError::InvalidTopic(_))));
-        let bad_cfg = CreateTopic { name: "c".into(), configs: vec![("retention.ms".into(), "x".into())], ..Default::default() };
-        assert!(matches!(block(c.create_topic(bad_cfg, false)), Err(ControllerError::InvalidConfig(_))));
+        assert!(matches!(
+            block(c.create_topic(mk("a.b", 1, 1), false)),
+            Err(ControllerError::TopicAlreadyExists(_))
+        ));
+        assert!(matches!(
+            block(c.create_topic(mk("a_b", 1, 1), false)),
+            Err(ControllerError::InvalidTopic(_))
+        ));
+        let bad_cfg = CreateTopic {
+            name: "c".into(),
+            configs: vec![("retention.ms".into(), "x".into())],
+            ..Default::default()
+        };
+        assert!(matches!(
+            block(c.create_topic(bad_cfg, false)),
+            Err(ControllerError::InvalidConfig(_))
+        ));
         assert_eq!(c.image().topics.len(), 1);
     }
 
@@ -445,15 +522,34 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let c = controller(dir.path());
         let mut rx = c.subscribe();
-        block(c.create_topic(CreateTopic { name: "t".into(), ..Default::default() }, false)).unwrap();
+        block(c.create_topic(
+            CreateTopic {
+                name: "t".into(),
+                ..Default::default()
+            },
+            false,
+        ))
+        .unwrap();
         assert!(rx.has_changed().unwrap());
         rx.mark_unchanged();
-        block(c.alter_topic_configs("t", vec![ConfigOp::Set("retention.bytes".into(), "10".into())], false)).unwrap();
-        assert_eq!(rx.borrow_and_update().topic("t").unwrap().configs["retention.bytes"], "10");
-        block(c.alter_topic_configs("t", vec![ConfigOp::Delete("retention.bytes".into())], false)).unwrap();
+        block(c.alter_topic_configs(
+            "t",
+            vec![ConfigOp::Set("retention.bytes".into(), "10".into())],
+            false,
+        ))
+        .unwrap();
+        assert_eq!(
+            rx.borrow_and_update().topic("t").unwrap().configs["retention.bytes"],
+            "10"
+        );
+        block(c.alter_topic_configs("t", vec![ConfigOp::Delete("retention.bytes".into())], false))
+            .unwrap();
         assert!(c.image().topic("t").unwrap().configs.is_empty());
         block(c.delete_topic("t")).unwrap();
         assert!(c.image().topic("t").is_none());
-        assert!(matches!(block(c.delete_topic("t")), Err(ControllerError::UnknownTopic(_))));
+        assert!(matches!(
+            block(c.delete_topic("t")),
+            Err(ControllerError::UnknownTopic(_))
+        ));
     }
 }

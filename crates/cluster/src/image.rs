@@ -138,8 +138,14 @@ impl MetadataImage {
     }
 
     fn topic_mut(&mut self, id: Uuid) -> Result<&mut TopicInfo, ApplyError> {
-        let name = self.topic_names.get(&id).ok_or(ApplyError::UnknownTopic(id))?;
-        let topic = self.topics.get_mut(name).expect("topic_names and topics agree");
+        let name = self
+            .topic_names
+            .get(&id)
+            .ok_or(ApplyError::UnknownTopic(id))?;
+        let topic = self
+            .topics
+            .get_mut(name)
+            .expect("topic_names and topics agree");
         Ok(Arc::make_mut(topic))
     }
 
@@ -173,8 +179,15 @@ mod tests {
     fn applies_topic_partition_config_and_removal() {
         let id = Uuid::from_u128(7);
         let mut img = MetadataImage::new("c");
-        img.apply(0, &MetadataRecord::Topic(TopicRecord { version: 1, name: "t".into(), id }))
-            .unwrap();
+        img.apply(
+            0,
+            &MetadataRecord::Topic(TopicRecord {
+                version: 1,
+                name: "t".into(),
+                id,
+            }),
+        )
+        .unwrap();
         img.apply(
             1,
             &MetadataRecord::Partition(PartitionRecord {
@@ -202,8 +215,11 @@ mod tests {
         let t = img.topic("t").unwrap();
         assert_eq!(t.partitions.len(), 1);
         assert_eq!(t.configs["retention.ms"], "1000");
-        img.apply(3, &MetadataRecord::RemoveTopic(RemoveTopicRecord { version: 1, id }))
-            .unwrap();
+        img.apply(
+            3,
+            &MetadataRecord::RemoveTopic(RemoveTopicRecord { version: 1, id }),
+        )
+        .unwrap();
         assert!(img.topic("t").is_none());
         assert_eq!(img.applied_offset, 3);
     }
@@ -211,7 +227,11 @@ mod tests {
     #[test]
     fn a_duplicate_topic_is_refused() {
         let mut img = MetadataImage::new("c");
-        let rec = MetadataRecord::Topic(TopicRecord { version: 1, name: "t".into(), id: Uuid::from_u128(1) });
+        let rec = MetadataRecord::Topic(TopicRecord {
+            version: 1,
+            name: "t".into(),
+            id: Uuid::from_u128(1),
+        });
         img.apply(0, &rec).unwrap();
         assert!(img.apply(1, &rec).is_err());
     }

@@ -23,7 +23,11 @@ pub struct MetaProperties {
 
 /// Reads the data dir's identity, or writes it if the dir is new. A different node id in an
 /// existing dir is refused.
-pub fn load_or_init(data_dir: &Path, node_id: NodeId, new_cluster_id: impl FnOnce() -> String) -> Result<MetaProperties> {
+pub fn load_or_init(
+    data_dir: &Path,
+    node_id: NodeId,
+    new_cluster_id: impl FnOnce() -> String,
+) -> Result<MetaProperties> {
     let path = data_dir.join(FILE_NAME);
     let bad = |reason: String| ControllerError::Storage(format!("{}: {reason}", path.display()));
     match fs::read_to_string(&path) {
@@ -41,20 +45,30 @@ pub fn load_or_init(data_dir: &Path, node_id: NodeId, new_cluster_id: impl FnOnc
                 return Err(bad("missing node.id or cluster.id".into()));
             };
             if NodeId(node) != node_id {
-                return Err(bad(format!("data dir belongs to node {node}, not node {node_id}")));
+                return Err(bad(format!(
+                    "data dir belongs to node {node}, not node {node_id}"
+                )));
             }
-            Ok(MetaProperties { node_id, cluster_id: cluster })
+            Ok(MetaProperties {
+                node_id,
+                cluster_id: cluster,
+            })
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             fs::create_dir_all(data_dir).map_err(|e| bad(e.to_string()))?;
-            let props = MetaProperties { node_id, cluster_id: new_cluster_id() };
+            let props = MetaProperties {
+                node_id,
+                cluster_id: new_cluster_id(),
+            };
             let text = format!(
                 "# written by ferrymq at first start; do not edit\nversion={FORMAT_VERSION}\nnode.id={}\ncluster.id={}\n",
                 props.node_id.0, props.cluster_id
             );
             let tmp = path.with_extension("tmp");
             fs::write(&tmp, text).map_err(|e| bad(e.to_string()))?;
-            fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(|e| bad(e.to_string()))?;
+            fs::File::open(&tmp)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| bad(e.to_string()))?;
             fs::rename(&tmp, &path).map_err(|e| bad(e.to_string()))?;
             Ok(props)
         }

@@ -41,7 +41,9 @@ impl MetadataLog {
         let mut good_len = 0usize;
         let mut pos = 0usize;
         while pos < text.len() {
-            let Some(nl) = text[pos..].iter().position(|&b| b == b'\n') else { break };
+            let Some(nl) = text[pos..].iter().position(|&b| b == b'\n') else {
+                break;
+            };
             let line = &text[pos..pos + nl];
             match parse_line(line) {
                 Some((offset, rec)) if offset == records.len() as i64 => {
@@ -57,7 +59,11 @@ impl MetadataLog {
             let rest = &text[good_len..];
             let lines_after = rest.iter().filter(|&&b| b == b'\n').count();
             if lines_after > 1 {
-                return Err(storage("validate", &path, format!("corrupt record at byte {good_len}")));
+                return Err(storage(
+                    "validate",
+                    &path,
+                    format!("corrupt record at byte {good_len}"),
+                ));
             }
             tracing::warn!(path = %path.display(), bytes = rest.len(), "cutting torn metadata record");
         }
@@ -67,7 +73,8 @@ impl MetadataLog {
             .write(true)
             .open(&path)
             .map_err(|e| storage("open", &path, e))?;
-        file.set_len(good_len as u64).map_err(|e| storage("truncate", &path, e))?;
+        file.set_len(good_len as u64)
+            .map_err(|e| storage("truncate", &path, e))?;
         let mut log = MetadataLog {
             path,
             file,
@@ -97,8 +104,12 @@ impl MetadataLog {
             buf.extend_from_slice(format!("{offset} {crc:08x} {json}\n").as_bytes());
             offsets.push(offset);
         }
-        self.file.write_all(&buf).map_err(|e| storage("write", &self.path, e))?;
-        self.file.sync_data().map_err(|e| storage("fsync", &self.path, e))?;
+        self.file
+            .write_all(&buf)
+            .map_err(|e| storage("write", &self.path, e))?;
+        self.file
+            .sync_data()
+            .map_err(|e| storage("fsync", &self.path, e))?;
         self.next_offset += records.len() as i64;
         Ok(offsets)
     }
@@ -123,11 +134,14 @@ fn parse_line(line: &[u8]) -> Option<(i64, MetadataRecord)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::records::{RemoveTopicRecord, MetadataRecord};
+    use crate::records::{MetadataRecord, RemoveTopicRecord};
     use uuid::Uuid;
 
     fn rec(n: u128) -> MetadataRecord {
-        MetadataRecord::RemoveTopic(RemoveTopicRecord { version: 1, id: Uuid::from_u128(n) })
+        MetadataRecord::RemoveTopic(RemoveTopicRecord {
+            version: 1,
+            id: Uuid::from_u128(n),
+        })
     }
 
     #[test]

@@ -195,13 +195,20 @@ impl TopicSettings {
     /// fails to parse (hand-edited log) falls back to the default with a warning.
     pub fn resolve(explicit: &TopicConfigs, defaults: &TopicDefaults) -> TopicSettings {
         let raw = |name: &str| -> Option<&str> {
-            explicit.get(name).map(String::as_str).or_else(|| defaults.get(name))
+            explicit
+                .get(name)
+                .map(String::as_str)
+                .or_else(|| defaults.get(name))
         };
         fn parse<T: std::str::FromStr>(name: &str, v: Option<&str>, fallback: T) -> T {
             match v.map(|s| s.trim().parse::<T>()) {
                 Some(Ok(x)) => x,
                 Some(Err(_)) => {
-                    tracing::warn!(config = name, value = v.unwrap_or(""), "unparsable topic config, using default");
+                    tracing::warn!(
+                        config = name,
+                        value = v.unwrap_or(""),
+                        "unparsable topic config, using default"
+                    );
                     fallback
                 }
                 None => fallback,
@@ -236,7 +243,10 @@ mod tests {
         assert!(validate("retention.ms", "soon").is_err());
         assert!(validate("segment.bytes", "13").is_err());
         assert!(validate("unclean.leader.election.enable", "TRUE").is_ok());
-        assert!(matches!(validate("no.such", "1"), Err(ConfigError::UnknownKey(_))));
+        assert!(matches!(
+            validate("no.such", "1"),
+            Err(ConfigError::UnknownKey(_))
+        ));
         assert!(validate("cleanup.policy", "delete").is_ok());
     }
 

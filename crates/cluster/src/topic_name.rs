@@ -19,7 +19,10 @@ pub fn validate(name: &str) -> Result<()> {
     if name.len() > TOPIC_NAME_BYTES_MAX {
         return bad(&format!("is longer than {TOPIC_NAME_BYTES_MAX} characters"));
     }
-    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-') {
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+    {
         return bad("contains characters other than ASCII alphanumerics, '.', '_' and '-'");
     }
     Ok(())

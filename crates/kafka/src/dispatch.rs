@@ -28,12 +28,22 @@ pub struct ApiSpec {
 }
 
 const fn spec(key: ApiKey, min: i16, max: i16) -> ApiSpec {
-    ApiSpec { key, advertised_min: min, min, max }
+    ApiSpec {
+        key,
+        advertised_min: min,
+        min,
+        max,
+    }
 }
 
 /// Every API served, with its version range.
 pub const APIS: &[ApiSpec] = &[
-    ApiSpec { key: ApiKey::Produce, advertised_min: 0, min: 3, max: 12 },
+    ApiSpec {
+        key: ApiKey::Produce,
+        advertised_min: 0,
+        min: 3,
+        max: 12,
+    },
     spec(ApiKey::Fetch, 4, 16),
     spec(ApiKey::ListOffsets, 1, 8),
     spec(ApiKey::Metadata, 0, 12),
@@ -78,7 +88,12 @@ pub enum Outcome {
 /// The ApiVersions entries for every served API.
 pub fn api_versions() -> Vec<ApiVersion> {
     APIS.iter()
-        .map(|s| ApiVersion::default().with_api_key(s.key as i16).with_min_version(s.advertised_min).with_max_version(s.max))
+        .map(|s| {
+            ApiVersion::default()
+                .with_api_key(s.key as i16)
+                .with_min_version(s.advertised_min)
+                .with_max_version(s.max)
+        })
         .collect()
 }
 
@@ -104,7 +119,10 @@ pub async fn handle(ctx: &Arc<ServerContext>, frame: Bytes) -> Outcome {
         return encode_response(correlation_id, key, 0, &resp);
     }
     if version < spec.min || version > spec.max {
-        return Outcome::Close(format!("{key:?} version {version} not in {}..={}", spec.min, spec.max));
+        return Outcome::Close(format!(
+            "{key:?} version {version} not in {}..={}",
+            spec.min, spec.max
+        ));
     }
     // Decoding slices `body`: record batches stay views of the frame, never copied.
     let mut body = frame;
@@ -139,10 +157,16 @@ pub async fn handle(ctx: &Arc<ServerContext>, frame: Bytes) -> Outcome {
         ApiKey::DeleteTopics => call!(DeleteTopicsRequest, api::topics::delete_topics),
         ApiKey::CreatePartitions => call!(CreatePartitionsRequest, api::topics::create_partitions),
         ApiKey::DeleteRecords => call!(DeleteRecordsRequest, api::delete_records::handle),
-        ApiKey::OffsetForLeaderEpoch => call!(OffsetForLeaderEpochRequest, api::offset_for_leader_epoch::handle),
+        ApiKey::OffsetForLeaderEpoch => call!(
+            OffsetForLeaderEpochRequest,
+            api::offset_for_leader_epoch::handle
+        ),
         ApiKey::DescribeConfigs => call!(DescribeConfigsRequest, api::configs::describe),
         ApiKey::AlterConfigs => call!(AlterConfigsRequest, api::configs::alter),
-        ApiKey::IncrementalAlterConfigs => call!(IncrementalAlterConfigsRequest, api::configs::incremental_alter),
+        ApiKey::IncrementalAlterConfigs => call!(
+            IncrementalAlterConfigsRequest,
+            api::configs::incremental_alter
+        ),
         ApiKey::DescribeCluster => call!(DescribeClusterRequest, api::describe_cluster::handle),
         ApiKey::FindCoordinator => call!(FindCoordinatorRequest, api::find_coordinator::handle),
         other => Outcome::Close(format!("no handler for {other:?}")),
@@ -150,12 +174,20 @@ pub async fn handle(ctx: &Arc<ServerContext>, frame: Bytes) -> Outcome {
 }
 
 /// Encodes a response with its header into a size-prefixed frame.
-fn encode_response<R: Encodable + HeaderVersion>(correlation_id: i32, key: ApiKey, version: i16, resp: &R) -> Outcome {
+fn encode_response<R: Encodable + HeaderVersion>(
+    correlation_id: i32,
+    key: ApiKey,
+    version: i16,
+    resp: &R,
+) -> Outcome {
     let header = ResponseHeader::default().with_correlation_id(correlation_id);
     let header_version = key.response_header_version(version);
     let mut buf = BytesMut::new();
     buf.put_i32(0);
-    if let Err(e) = header.encode(&mut buf, header_version).and_then(|_| resp.encode(&mut buf, version)) {
+    if let Err(e) = header
+        .encode(&mut buf, header_version)
+        .and_then(|_| resp.encode(&mut buf, version))
+    {
         // A response we cannot encode is our bug; the client gets a closed connection.
         tracing::error!(api = ?key, version, error = %e, "cannot encode response");
         return Outcome::Close(format!("cannot encode {key:?} v{version} response: {e}"));

@@ -64,9 +64,28 @@ mod tests {
             (BrokerError::UnknownTopicOrPartition, 3),
             (BrokerError::NotLeaderOrFollower, 6),
             (BrokerError::LeaderNotAvailable, 5),
-            (BrokerError::FencedLeaderEpoch { request: LeaderEpoch(1), current: LeaderEpoch(2) }, 74),
-            (BrokerError::UnknownLeaderEpoch { request: LeaderEpoch(3), current: LeaderEpoch(2) }, 75),
-            (BrokerError::OffsetOutOfRange { requested: Offset(9), log_start: Offset(0), log_end: Offset(1) }, 1),
+            (
+                BrokerError::FencedLeaderEpoch {
+                    request: LeaderEpoch(1),
+                    current: LeaderEpoch(2),
+                },
+                74,
+            ),
+            (
+                BrokerError::UnknownLeaderEpoch {
+                    request: LeaderEpoch(3),
+                    current: LeaderEpoch(2),
+                },
+                75,
+            ),
+            (
+                BrokerError::OffsetOutOfRange {
+                    requested: Offset(9),
+                    log_start: Offset(0),
+                    log_end: Offset(1),
+                },
+                1,
+            ),
             (BrokerError::MessageTooLarge { bytes: 2, max: 1 }, 10),
             (BrokerError::NotEnoughReplicas { isr: 1, min: 2 }, 19),
             (BrokerError::NotEnoughReplicasAfterAppend, 20),
@@ -94,7 +113,14 @@ mod tests {
         for (e, c) in table {
             assert_eq!(controller(&e).code(), c, "{e}");
         }
-        assert_eq!(batch(&BatchError::BadCrc { stored: 1, computed: 2 }).code(), 2);
+        assert_eq!(
+            batch(&BatchError::BadCrc {
+                stored: 1,
+                computed: 2
+            })
+            .code(),
+            2
+        );
         assert_eq!(batch(&BatchError::BadMagic { magic: 1 }).code(), 87);
         assert_eq!(batch(&BatchError::NotOneBatch { count: 2 }).code(), 87);
     }

@@ -23,7 +23,10 @@ pub enum FrameError {
 pub const REQUEST_BYTES_MIN: usize = 10;
 
 /// Reads one frame; `Ok(None)` on a clean end of stream between frames.
-pub async fn read_frame<R: AsyncRead + Unpin>(reader: &mut R, request_bytes_max: usize) -> Result<Option<Bytes>, FrameError> {
+pub async fn read_frame<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    request_bytes_max: usize,
+) -> Result<Option<Bytes>, FrameError> {
     let mut size_buf = [0u8; 4];
     match reader.read_exact(&mut size_buf).await {
         Ok(_) => {}
@@ -35,7 +38,10 @@ pub async fn read_frame<R: AsyncRead + Unpin>(reader: &mut R, request_bytes_max:
         return Err(FrameError::BadSize(size));
     }
     if size as usize > request_bytes_max {
-        return Err(FrameError::TooLarge { size: size as i64, max: request_bytes_max });
+        return Err(FrameError::TooLarge {
+            size: size as i64,
+            max: request_bytes_max,
+        });
     }
     let mut body = BytesMut::zeroed(size as usize);
     reader.read_exact(&mut body).await?;
@@ -58,7 +64,10 @@ mod tests {
         let mut raw = 12i32.to_be_bytes().to_vec();
         raw.extend_from_slice(&[7; 12]);
         let mut input: &[u8] = &raw;
-        assert_eq!(read_frame(&mut input, 1024).await.unwrap().unwrap().len(), 12);
+        assert_eq!(
+            read_frame(&mut input, 1024).await.unwrap().unwrap().len(),
+            12
+        );
         assert!(read_frame(&mut input, 1024).await.unwrap().is_none());
     }
 
@@ -69,6 +78,9 @@ mod tests {
         let mut input: &[u8] = &raw;
         assert!(read_frame(&mut input, 1024).await.is_err());
         let mut neg: &[u8] = &(-5i32).to_be_bytes();
-        assert!(matches!(read_frame(&mut neg, 1024).await, Err(FrameError::BadSize(-5))));
+        assert!(matches!(
+            read_frame(&mut neg, 1024).await,
+            Err(FrameError::BadSize(-5))
+        ));
     }
 }

@@ -459,12 +459,19 @@ impl PartitionLog {
             if let Some(loc) = seg.locate_timestamp_from(ts, self.log_start_offset)? {
                 // Kafka answers with the first record at or after `ts`, not its batch.
                 let batch = seg.read_batch_at(&loc)?;
-                let exact = crate::records::record_positions(&loc.header, batch.bytes()).and_then(|recs| {
-                    recs.into_iter()
-                        .map(|r| (loc.header.base_offset.plus(r.offset_delta as i64), r.timestamp))
-                        .find(|&(o, t)| t >= ts && o >= self.log_start_offset)
-                });
-                let (offset, timestamp) = exact.unwrap_or((loc.header.base_offset, loc.header.max_timestamp));
+                let exact =
+                    crate::records::record_positions(&loc.header, batch.bytes()).and_then(|recs| {
+                        recs.into_iter()
+                            .map(|r| {
+                                (
+                                    loc.header.base_offset.plus(r.offset_delta as i64),
+                                    r.timestamp,
+                                )
+                            })
+                            .find(|&(o, t)| t >= ts && o >= self.log_start_offset)
+                    });
+                let (offset, timestamp) =
+                    exact.unwrap_or((loc.header.base_offset, loc.header.max_timestamp));
                 return Ok(Some((offset.max(self.log_start_offset), timestamp)));
             }
         }
@@ -488,9 +495,18 @@ impl PartitionLog {
         let Some(seg) = newest else {
             return Ok(None);
         };
-        Ok(seg
-            .locate_timestamp(seg.max_timestamp())?
-            .map(|l| (l.header.base_offset, l.header.max_timestamp)))
+        let Some(loc) = seg.locate_timestamp(seg.max_timestamp())? else {
+            return Ok(None);
+        };
+        // Kafka answers with the record holding the max timestamp, not its batch.
+        let batch = seg.read_batch_at(&loc)?;
+        let max = loc.header.max_timestamp;
+        let record = crate::records::record_positions(&loc.header, batch.bytes())
+            .and_then(|recs| recs.into_iter().find(|r| r.timestamp == max))
+            .map_or(loc.header.base_offset, |r| {
+                loc.header.base_offset.plus(r.offset_delta as i64)
+            });
+        Ok(Some((record, max)))
     }
 
     /// OffsetForLeaderEpoch: the largest epoch ≤ `epoch` and where it ends in this log.
@@ -1287,19 +1303,37 @@ mod tests {
         // record at or after the target, as Kafka, not its batch.
         for i in 0..30 {
             let ts = 1000 + 10 * i;
-            assert_eq!(log.offset_for_timestamp(ts).unwrap(), Some((Offset(3 * i), ts)), "ts {ts}");
-            assert_eq!(log.offset_for_timestamp(ts + 2).unwrap(), Some((Offset(3 * i + 2), ts + 2)));
+            assert_eq!(
+                log.offset_for_timestamp(ts).unwrap(),
+                Some((Offset(3 * i), ts)),
+                "ts {ts}"
+            );
+            assert_eq!(
+                log.offset_for_timestamp(ts + 2).unwrap(),
+                Some((Offset(3 * i + 2), ts + 2))
+            );
             let next = (i < 29).then(|| (Offset(3 * i + 3), ts + 10));
-            assert_eq!(log.offset_for_timestamp(ts + 3).unwrap(), next, "ts {}", ts + 3);
+            assert_eq!(
+                log.offset_for_timestamp(ts + 3).unwrap(),
+                next,
+                "ts {}",
+                ts + 3
+            );
         }
-        assert_eq!(log.offset_for_timestamp(0).unwrap(), Some((Offset(0), 1000)));
-        assert_eq!(log.max_timestamp().unwrap(), Some((Offset(87), 1292)));
+        assert_eq!(
+            log.offset_for_timestamp(0).unwrap(),
+            Some((Offset(0), 1000))
+        );
+        assert_eq!(log.max_timestamp().unwrap(), Some((Offset(89), 1292)));
         // Batches wholly below the log start are not an answer.
         log.advance_log_start(Offset(31)).unwrap();
-        assert_eq!(log.offset_for_timestamp(0).unwrap(), Some((Offset(31), 1101)));
+        assert_eq!(
+            log.offset_for_timestamp(0).unwrap(),
+            Some((Offset(31), 1101))
+        );
         // After a truncation the segment's newest timestamp is that of its new last batch.
         log.truncate_to(Offset(48)).unwrap();
-        assert_eq!(log.max_timestamp().unwrap(), Some((Offset(45), 1152)));
+        assert_eq!(log.max_timestamp().unwrap(), Some((Offset(47), 1152)));
         assert_eq!(
             log.offset_for_timestamp(1151).unwrap(),
             Some((Offset(46), 1151))

@@ -64,7 +64,13 @@ mod tests {
         let h = BatchHeader::parse(&b).unwrap();
         let recs = record_positions(&h, &b).unwrap();
         assert_eq!(recs.len(), 4);
-        assert_eq!(recs[2], RecordPosition { offset_delta: 2, timestamp: 1002 });
+        assert_eq!(
+            recs[2],
+            RecordPosition {
+                offset_delta: 2,
+                timestamp: 1002
+            }
+        );
     }
 
     #[test]

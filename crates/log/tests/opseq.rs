@@ -567,7 +567,7 @@ impl Harness {
             .model
             .batches()
             .last()
-            .map(|b| (Offset(b.base), b.max_timestamp));
+            .map(|b| (Offset(b.last()), b.max_timestamp));
         prop_assert_eq!(log.max_timestamp().expect("max timestamp"), newest);
         let after = self
             .model

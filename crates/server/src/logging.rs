@@ -12,7 +12,9 @@ pub fn init(level: &str, format: &str) -> Result<()> {
         Ok(v) if !v.is_empty() => EnvFilter::try_new(v)?,
         _ => EnvFilter::try_new(level)?,
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr)
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal());
     match format {
         "text" => builder.init(),

@@ -68,12 +68,17 @@ impl ServeArgs {
         };
         put("listen", self.listen.clone());
         put("advertised.listener", self.advertised_listener.clone());
-        put("data.dir", self.data_dir.as_ref().map(|p| p.display().to_string()));
+        put(
+            "data.dir",
+            self.data_dir.as_ref().map(|p| p.display().to_string()),
+        );
         put("node.id", self.node_id.map(|n| n.to_string()));
         put("log.level", self.log_level.clone());
         put("log.format", self.log_format.clone());
         for o in &self.overrides {
-            let (k, v) = o.split_once('=').with_context(|| format!("--override {o:?} is not NAME=VALUE"))?;
+            let (k, v) = o
+                .split_once('=')
+                .with_context(|| format!("--override {o:?} is not NAME=VALUE"))?;
             out.push((k.trim().to_string(), v.to_string()));
         }
         Ok(out)
@@ -88,15 +93,22 @@ fn main() -> Result<()> {
             Ok(())
         }
         Command::Serve(args) => {
-            let env: BTreeMap<String, String> = std::env::vars().filter(|(k, _)| k.starts_with("FERRYMQ_")).collect();
+            let env: BTreeMap<String, String> = std::env::vars()
+                .filter(|(k, _)| k.starts_with("FERRYMQ_"))
+                .collect();
             let resolved = settings::Resolved::new(args.config.as_deref(), &env, &args.flags()?)?;
             logging::init(resolved.get("log.level"), resolved.get("log.format"))?;
             for (name, value, source) in resolved.all().filter(|(_, _, src)| *src != "default") {
                 tracing::info!(setting = name, value, source, "setting");
             }
             let cfg = serve::build_config(&resolved)?;
-            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("ferrymq").build()?;
-            runtime.block_on(serve::run(cfg)).inspect_err(|e| tracing::error!(error = format!("{e:#}"), "broker failed"))
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .thread_name("ferrymq")
+                .build()?;
+            runtime
+                .block_on(serve::run(cfg))
+                .inspect_err(|e| tracing::error!(error = format!("{e:#}"), "broker failed"))
         }
     }
 }

@@ -40,10 +40,13 @@ pub struct ServeConfig {
 pub fn build_config(r: &Resolved) -> Result<ServeConfig> {
     let mut topic_defaults = TopicDefaults::default();
     for def in TOPIC_CONFIGS {
-        topic_defaults.0.insert(def.name.to_string(), r.get(def.broker_key).to_string());
+        topic_defaults
+            .0
+            .insert(def.name.to_string(), r.get(def.broker_key).to_string());
     }
     for (name, value) in &topic_defaults.0 {
-        ferrymq_cluster::topic_config::validate(name, value).with_context(|| format!("default for topic config {name}"))?;
+        ferrymq_cluster::topic_config::validate(name, value)
+            .with_context(|| format!("default for topic config {name}"))?;
     }
     let node_id: i32 = r.parse("node.id")?;
     if node_id < 0 {
@@ -56,17 +59,24 @@ pub fn build_config(r: &Resolved) -> Result<ServeConfig> {
         flush_interval_messages: r.parse::<u64>("log.flush.interval.messages")?.max(1),
         flush_interval_ms: r.parse::<u64>("log.flush.interval.ms")?.max(1),
         retention_check_interval_ms: r.parse::<u64>("log.retention.check.interval.ms")?.max(1),
-        checkpoint_interval_ms: r.parse::<u64>("replica.high.watermark.checkpoint.interval.ms")?.max(1),
+        checkpoint_interval_ms: r
+            .parse::<u64>("replica.high.watermark.checkpoint.interval.ms")?
+            .max(1),
         writer_queue_max: r.parse::<usize>("log.writer.queue.max")?.max(1),
     };
     let front_end = FrontEndConfig {
         limits: Limits {
             request_bytes_max: r.parse("socket.request.max.bytes")?,
             connections_max: r.parse("max.connections")?,
-            inflight_requests_max: r.parse::<usize>("max.inflight.requests.per.connection")?.max(1),
+            inflight_requests_max: r
+                .parse::<usize>("max.inflight.requests.per.connection")?
+                .max(1),
         },
         auto_create_topics: r.parse("auto.create.topics.enable")?,
-        broker_settings: r.all().map(|(k, v, _)| (k.to_string(), v.to_string())).collect(),
+        broker_settings: r
+            .all()
+            .map(|(k, v, _)| (k.to_string(), v.to_string()))
+            .collect(),
     };
     let advertised = Some(r.get("advertised.listener").to_string()).filter(|a| !a.is_empty());
     Ok(ServeConfig {
@@ -81,17 +91,27 @@ pub fn build_config(r: &Resolved) -> Result<ServeConfig> {
 }
 
 fn split_host_port(addr: &str) -> Result<(String, u16)> {
-    let (host, port) = addr.rsplit_once(':').with_context(|| format!("{addr:?} is not host:port"))?;
-    Ok((host.trim_matches(['[', ']']).to_string(), port.parse().with_context(|| format!("port in {addr:?}"))?))
+    let (host, port) = addr
+        .rsplit_once(':')
+        .with_context(|| format!("{addr:?} is not host:port"))?;
+    Ok((
+        host.trim_matches(['[', ']']).to_string(),
+        port.parse().with_context(|| format!("port in {addr:?}"))?,
+    ))
 }
 
 /// Runs a broker until SIGTERM/SIGINT.
 pub async fn run(cfg: ServeConfig) -> Result<()> {
     let data_dir = cfg.broker.data_dir.clone();
-    std::fs::create_dir_all(&data_dir).with_context(|| format!("creating data dir {}", data_dir.display()))?;
-    let meta = meta_properties::load_or_init(&data_dir, cfg.broker.node_id, || uuid::Uuid::new_v4().simple().to_string())
-        .context("checking meta.properties")?;
-    let listener = TcpListener::bind(&cfg.listen).await.with_context(|| format!("binding {}", cfg.listen))?;
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("creating data dir {}", data_dir.display()))?;
+    let meta = meta_properties::load_or_init(&data_dir, cfg.broker.node_id, || {
+        uuid::Uuid::new_v4().simple().to_string()
+    })
+    .context("checking meta.properties")?;
+    let listener = TcpListener::bind(&cfg.listen)
+        .await
+        .with_context(|| format!("binding {}", cfg.listen))?;
     let local: SocketAddr = listener.local_addr()?;
     let (adv_host, adv_port) = match &cfg.advertised {
         Some(a) => split_host_port(a)?,
@@ -110,9 +130,13 @@ pub async fn run(cfg: ServeConfig) -> Result<()> {
         },
     )
     .context("opening cluster metadata")?;
-    let broker = Broker::open(cfg.broker, Arc::new(controller), Arc::new(SystemClock)).context("opening the broker")?;
+    let broker = Broker::open(cfg.broker, Arc::new(controller), Arc::new(SystemClock))
+        .context("opening the broker")?;
     broker.start();
-    let ctx = Arc::new(ServerContext { broker: broker.clone(), config: cfg.front_end });
+    let ctx = Arc::new(ServerContext {
+        broker: broker.clone(),
+        config: cfg.front_end,
+    });
     let (stop_tx, stop_rx) = watch::channel(false);
     let listening = tokio::spawn(ferrymq_kafka::listener::run(ctx, listener, stop_rx));
     tracing::info!(listen = %local, cluster_id = %meta.cluster_id, node_id = meta.node_id.0, "FerryMQ broker ready");

@@ -65,7 +65,10 @@ pub fn find(name: &str) -> Option<&'static Setting> {
 
 /// The environment variable of a setting: `FERRYMQ_` and the name upper-cased, `.` as `_`.
 pub fn env_name(name: &str) -> String {
-    format!("FERRYMQ_{}", name.to_ascii_uppercase().replace(['.', '-'], "_"))
+    format!(
+        "FERRYMQ_{}",
+        name.to_ascii_uppercase().replace(['.', '-'], "_")
+    )
 }
 
 /// Effective settings: every name mapped to its value text, with where it came from.
@@ -77,16 +80,26 @@ pub struct Resolved {
 impl Resolved {
     /// Combines the sources. `file` is the TOML file path if given, `env` the process
     /// environment, `flags` name/value pairs from the command line (highest precedence).
-    pub fn new(file: Option<&Path>, env: &BTreeMap<String, String>, flags: &[(String, String)]) -> Result<Resolved> {
-        let mut values: BTreeMap<&'static str, (String, &'static str)> =
-            SETTINGS.iter().map(|s| (s.name, (s.default.to_string(), "default"))).collect();
+    pub fn new(
+        file: Option<&Path>,
+        env: &BTreeMap<String, String>,
+        flags: &[(String, String)],
+    ) -> Result<Resolved> {
+        let mut values: BTreeMap<&'static str, (String, &'static str)> = SETTINGS
+            .iter()
+            .map(|s| (s.name, (s.default.to_string(), "default")))
+            .collect();
         if let Some(path) = file {
-            let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
-            let table: toml::Table = text.parse().with_context(|| format!("parsing {}", path.display()))?;
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading config file {}", path.display()))?;
+            let table: toml::Table = text
+                .parse()
+                .with_context(|| format!("parsing {}", path.display()))?;
             let mut flat = Vec::new();
             flatten("", &toml::Value::Table(table), &mut flat)?;
             for (k, v) in flat {
-                let setting = find(&k).with_context(|| format!("{}: unknown setting {k:?}", path.display()))?;
+                let setting = find(&k)
+                    .with_context(|| format!("{}: unknown setting {k:?}", path.display()))?;
                 values.insert(setting.name, (v, "file"));
             }
         }
@@ -96,7 +109,8 @@ impl Resolved {
             }
         }
         for (k, v) in flags {
-            let setting = find(k).with_context(|| format!("unknown setting {k:?} (see ferrymq serve --help)"))?;
+            let setting = find(k)
+                .with_context(|| format!("unknown setting {k:?} (see ferrymq serve --help)"))?;
             values.insert(setting.name, (v.clone(), "flag"));
         }
         Ok(Resolved { values })
@@ -104,7 +118,11 @@ impl Resolved {
 
     /// The value of a setting (every name in `SETTINGS` has one).
     pub fn get(&self, name: &str) -> &str {
-        &self.values.get(name).unwrap_or_else(|| panic!("no setting named {name}")).0
+        &self
+            .values
+            .get(name)
+            .unwrap_or_else(|| panic!("no setting named {name}"))
+            .0
     }
 
     /// Parses a setting, naming it in the error.
@@ -121,7 +139,9 @@ impl Resolved {
 
     /// Every setting with its value and source, for logging and DescribeConfigs.
     pub fn all(&self) -> impl Iterator<Item = (&'static str, &str, &'static str)> {
-        self.values.iter().map(|(k, (v, src))| (*k, v.as_str(), *src))
+        self.values
+            .iter()
+            .map(|(k, (v, src))| (*k, v.as_str(), *src))
     }
 }
 
@@ -129,7 +149,11 @@ fn flatten(prefix: &str, v: &toml::Value, out: &mut Vec<(String, String)>) -> Re
     match v {
         toml::Value::Table(t) => {
             for (k, v) in t {
-                let name = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                let name = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
                 flatten(&name, v, out)?;
             }
         }
@@ -144,9 +168,16 @@ fn flatten(prefix: &str, v: &toml::Value, out: &mut Vec<(String, String)>) -> Re
 
 /// The settings as a Markdown table (for `docs/configuration.md` and `serve --help`).
 pub fn markdown_table() -> String {
-    let mut out = String::from("| setting | environment | default | meaning |\n|---|---|---|---|\n");
+    let mut out =
+        String::from("| setting | environment | default | meaning |\n|---|---|---|---|\n");
     for s in SETTINGS {
-        out.push_str(&format!("| `{}` | `{}` | `{}` | {} |\n", s.name, env_name(s.name), s.default, s.doc));
+        out.push_str(&format!(
+            "| `{}` | `{}` | `{}` | {} |\n",
+            s.name,
+            env_name(s.name),
+            s.default,
+            s.doc
+        ));
     }
     out
 }
@@ -157,7 +188,12 @@ pub fn help_text() -> String {
         "Settings (TOML file keys and --override names; env FERRYMQ_<NAME with . as _>; precedence: default < file < env < flags):\n",
     );
     for s in SETTINGS {
-        out.push_str(&format!("  {:<48} default {:<22} {}\n", s.name, format!("{:?}", s.default), s.doc));
+        out.push_str(&format!(
+            "  {:<48} default {:<22} {}\n",
+            s.name,
+            format!("{:?}", s.default),
+            s.doc
+        ));
     }
     out
 }
@@ -170,7 +206,11 @@ mod tests {
     fn precedence_is_default_file_env_flag() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("f.toml");
-        std::fs::write(&file, "num.partitions = 3\nlog.retention.ms = 10\n[log.flush.interval]\nms = 7\n").unwrap();
+        std::fs::write(
+            &file,
+            "num.partitions = 3\nlog.retention.ms = 10\n[log.flush.interval]\nms = 7\n",
+        )
+        .unwrap();
         let mut env = BTreeMap::new();
         env.insert("FERRYMQ_LOG_RETENTION_MS".to_string(), "20".to_string());
         env.insert("FERRYMQ_NODE_ID".to_string(), "4".to_string());
@@ -194,10 +234,22 @@ mod tests {
 
     #[test]
     fn configuration_doc_lists_every_setting() {
-        let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/configuration.md")).unwrap();
+        let doc = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../docs/configuration.md"
+        ))
+        .unwrap();
         for s in SETTINGS {
-            assert!(doc.contains(&format!("`{}`", s.name)), "docs/configuration.md misses {}", s.name);
-            assert!(doc.contains(&format!("`{}`", s.default)), "docs/configuration.md misses the default of {}", s.name);
+            assert!(
+                doc.contains(&format!("`{}`", s.name)),
+                "docs/configuration.md misses {}",
+                s.name
+            );
+            assert!(
+                doc.contains(&format!("`{}`", s.default)),
+                "docs/configuration.md misses the default of {}",
+                s.name
+            );
         }
     }
 }

@@ -109,7 +109,10 @@ mod tests {
 
     #[test]
     fn dir_name_is_topic_dash_partition() {
-        assert_eq!(TopicPartition::new("orders.eu-1", 7).dir_name(), "orders.eu-1-7");
+        assert_eq!(
+            TopicPartition::new("orders.eu-1", 7).dir_name(),
+            "orders.eu-1-7"
+        );
     }
 
     #[test]

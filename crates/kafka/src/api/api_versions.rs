@@ -8,6 +8,10 @@ use crate::context::ServerContext;
 use crate::dispatch;
 
 /// Answers with every served API's range.
-pub async fn handle(_ctx: &Arc<ServerContext>, _header: &RequestHeader, _req: ApiVersionsRequest) -> ApiVersionsResponse {
+pub async fn handle(
+    _ctx: &Arc<ServerContext>,
+    _header: &RequestHeader,
+    _req: ApiVersionsRequest,
+) -> ApiVersionsResponse {
     ApiVersionsResponse::default().with_api_keys(dispatch::api_versions())
 }

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use ferrymq_cluster::topic_config::{ConfigKind, TopicConfigDef, TOPIC_CONFIGS};
 use ferrymq_cluster::{ConfigOp, TopicDefaults};
 use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse;
-use kafka_protocol::messages::describe_configs_response::{DescribeConfigsResourceResult, DescribeConfigsResult};
+use kafka_protocol::messages::describe_configs_response::{
+    DescribeConfigsResourceResult, DescribeConfigsResult,
+};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
@@ -24,12 +26,17 @@ const SOURCE_STATIC_BROKER: i8 = 4;
 const SOURCE_DEFAULT: i8 = 5;
 
 /// Each topic config with its effective value and where that value comes from.
-pub fn topic_config_entries(explicit: &ferrymq_cluster::records::TopicConfigs, defaults: &TopicDefaults) -> Vec<(&'static TopicConfigDef, String, i8)> {
+pub fn topic_config_entries(
+    explicit: &ferrymq_cluster::records::TopicConfigs,
+    defaults: &TopicDefaults,
+) -> Vec<(&'static TopicConfigDef, String, i8)> {
     TOPIC_CONFIGS
         .iter()
         .filter_map(|def| match explicit.get(def.name) {
             Some(v) => Some((def, v.clone(), SOURCE_DYNAMIC_TOPIC)),
-            None => defaults.get(def.name).map(|v| (def, v.to_string(), SOURCE_DEFAULT)),
+            None => defaults
+                .get(def.name)
+                .map(|v| (def, v.to_string(), SOURCE_DEFAULT)),
         })
         .collect()
 }
@@ -46,13 +53,21 @@ fn config_type(kind: ConfigKind, name: &str) -> i8 {
 }
 
 /// DescribeConfigs.
-pub async fn describe(ctx: &Arc<ServerContext>, _header: &RequestHeader, req: DescribeConfigsRequest) -> DescribeConfigsResponse {
+pub async fn describe(
+    ctx: &Arc<ServerContext>,
+    _header: &RequestHeader,
+    req: DescribeConfigsRequest,
+) -> DescribeConfigsResponse {
     let image = ctx.broker.metadata();
     let results = req
         .resources
         .iter()
         .map(|r| {
-            let wanted = |name: &str| r.configuration_keys.as_ref().is_none_or(|keys| keys.iter().any(|k| k.as_str() == name));
+            let wanted = |name: &str| {
+                r.configuration_keys
+                    .as_ref()
+                    .is_none_or(|keys| keys.iter().any(|k| k.as_str() == name))
+            };
             let base = DescribeConfigsResult::default()
                 .with_resource_type(r.resource_type)
                 .with_resource_name(r.resource_name.clone());
@@ -61,20 +76,26 @@ pub async fn describe(ctx: &Arc<ServerContext>, _header: &RequestHeader, req: De
                     let Some(topic) = image.topic(r.resource_name.as_str()) else {
                         return base
                             .with_error_code(ResponseError::UnknownTopicOrPartition.code())
-                            .with_error_message(Some(str_bytes(format!("unknown topic {}", r.resource_name.as_str()))));
+                            .with_error_message(Some(str_bytes(format!(
+                                "unknown topic {}",
+                                r.resource_name.as_str()
+                            ))));
                     };
-                    let configs = topic_config_entries(&topic.configs, &ctx.broker.config().topic_defaults)
-                        .into_iter()
-                        .filter(|(def, _, _)| wanted(def.name))
-                        .map(|(def, value, source)| {
-                            DescribeConfigsResourceResult::default()
-                                .with_name(str_bytes(def.name))
-                                .with_value(Some(str_bytes(value)))
-                                .with_config_source(source)
-                                .with_config_type(config_type(def.kind, def.name))
-                                .with_documentation(req.include_documentation.then(|| str_bytes(def.doc)))
-                        })
-                        .collect();
+                    let configs =
+                        topic_config_entries(&topic.configs, &ctx.broker.config().topic_defaults)
+                            .into_iter()
+                            .filter(|(def, _, _)| wanted(def.name))
+                            .map(|(def, value, source)| {
+                                DescribeConfigsResourceResult::default()
+                                    .with_name(str_bytes(def.name))
+                                    .with_value(Some(str_bytes(value)))
+                                    .with_config_source(source)
+                                    .with_config_type(config_type(def.kind, def.name))
+                                    .with_documentation(
+                                        req.include_documentation.then(|| str_bytes(def.doc)),
+                                    )
+                            })
+                            .collect();
                     base.with_configs(configs)
                 }
                 RESOURCE_BROKER => {
@@ -102,7 +123,9 @@ pub async fn describe(ctx: &Arc<ServerContext>, _header: &RequestHeader, req: De
                 }
                 other => base
                     .with_error_code(ResponseError::InvalidRequest.code())
-                    .with_error_message(Some(str_bytes(format!("unsupported resource type {other}")))),
+                    .with_error_message(Some(str_bytes(format!(
+                        "unsupported resource type {other}"
+                    )))),
             }
         })
         .collect();
@@ -117,7 +140,13 @@ fn outcome(result: Result<(), (ResponseError, String)>) -> (i16, Option<StrBytes
     }
 }
 
-async fn apply(ctx: &Arc<ServerContext>, resource_type: i8, name: &StrBytes, ops: Result<Vec<ConfigOp>, (ResponseError, String)>, validate_only: bool) -> Result<(), (ResponseError, String)> {
+async fn apply(
+    ctx: &Arc<ServerContext>,
+    resource_type: i8,
+    name: &StrBytes,
+    ops: Result<Vec<ConfigOp>, (ResponseError, String)>,
+    validate_only: bool,
+) -> Result<(), (ResponseError, String)> {
     if resource_type != RESOURCE_TOPIC {
         return Err((
             ResponseError::InvalidRequest,
@@ -135,12 +164,19 @@ async fn apply(ctx: &Arc<ServerContext>, resource_type: i8, name: &StrBytes, ops
 }
 
 /// AlterConfigs: the given set replaces the topic's explicit configs.
-pub async fn alter(ctx: &Arc<ServerContext>, _header: &RequestHeader, req: AlterConfigsRequest) -> AlterConfigsResponse {
+pub async fn alter(
+    ctx: &Arc<ServerContext>,
+    _header: &RequestHeader,
+    req: AlterConfigsRequest,
+) -> AlterConfigsResponse {
     let mut responses = Vec::new();
     for r in &req.resources {
         let image = ctx.broker.metadata();
         let ops = match image.topic(r.resource_name.as_str()) {
-            None if r.resource_type == RESOURCE_TOPIC => Err((ResponseError::UnknownTopicOrPartition, "unknown topic".to_string())),
+            None if r.resource_type == RESOURCE_TOPIC => Err((
+                ResponseError::UnknownTopicOrPartition,
+                "unknown topic".to_string(),
+            )),
             None => Ok(Vec::new()),
             Some(topic) => {
                 let mut ops: Vec<ConfigOp> = r
@@ -159,7 +195,16 @@ pub async fn alter(ctx: &Arc<ServerContext>, _header: &RequestHeader, req: Alter
                 Ok(ops)
             }
         };
-        let (code, msg) = outcome(apply(ctx, r.resource_type, &r.resource_name, ops, req.validate_only).await);
+        let (code, msg) = outcome(
+            apply(
+                ctx,
+                r.resource_type,
+                &r.resource_name,
+                ops,
+                req.validate_only,
+            )
+            .await,
+        );
         responses.push(
             AlterConfigsResourceResponse::default()
                 .with_resource_type(r.resource_type)
@@ -173,11 +218,17 @@ pub async fn alter(ctx: &Arc<ServerContext>, _header: &RequestHeader, req: Alter
 
 /// IncrementalAlterConfigs: SET (0) and DELETE (1); APPEND (2) and SUBTRACT (3) for the one
 /// list-typed config, `cleanup.policy`.
-pub async fn incremental_alter(ctx: &Arc<ServerContext>, _header: &RequestHeader, req: IncrementalAlterConfigsRequest) -> IncrementalAlterConfigsResponse {
+pub async fn incremental_alter(
+    ctx: &Arc<ServerContext>,
+    _header: &RequestHeader,
+    req: IncrementalAlterConfigsRequest,
+) -> IncrementalAlterConfigsResponse {
     let mut responses = Vec::new();
     for r in &req.resources {
         let image = ctx.broker.metadata();
-        let current = image.topic(r.resource_name.as_str()).map(|t| t.configs.clone());
+        let current = image
+            .topic(r.resource_name.as_str())
+            .map(|t| t.configs.clone());
         let ops: Result<Vec<ConfigOp>, (ResponseError, String)> = r
             .configs
             .iter()
@@ -191,9 +242,19 @@ pub async fn incremental_alter(ctx: &Arc<ServerContext>, _header: &RequestHeader
                         let existing = current
                             .as_ref()
                             .and_then(|cfg| cfg.get(&name).cloned())
-                            .or_else(|| ctx.broker.config().topic_defaults.get(&name).map(str::to_string))
+                            .or_else(|| {
+                                ctx.broker
+                                    .config()
+                                    .topic_defaults
+                                    .get(&name)
+                                    .map(str::to_string)
+                            })
                             .unwrap_or_default();
-                        let mut items: Vec<String> = existing.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect();
+                        let mut items: Vec<String> = existing
+                            .split(',')
+                            .filter(|s| !s.is_empty())
+                            .map(str::to_string)
+                            .collect();
                         for v in value.split(',').filter(|s| !s.is_empty()) {
                             if c.config_operation == 2 && !items.iter().any(|i| i == v) {
                                 items.push(v.to_string());
@@ -203,16 +264,34 @@ pub async fn incremental_alter(ctx: &Arc<ServerContext>, _header: &RequestHeader
                         }
                         Ok(ConfigOp::Set(name, items.join(",")))
                     }
-                    2 | 3 => Err((ResponseError::InvalidConfig, format!("{name} is not a list config"))),
-                    op => Err((ResponseError::InvalidRequest, format!("unknown config operation {op}"))),
+                    2 | 3 => Err((
+                        ResponseError::InvalidConfig,
+                        format!("{name} is not a list config"),
+                    )),
+                    op => Err((
+                        ResponseError::InvalidRequest,
+                        format!("unknown config operation {op}"),
+                    )),
                 }
             })
             .collect();
         let ops = match current {
-            None if r.resource_type == RESOURCE_TOPIC => Err((ResponseError::UnknownTopicOrPartition, "unknown topic".to_string())),
+            None if r.resource_type == RESOURCE_TOPIC => Err((
+                ResponseError::UnknownTopicOrPartition,
+                "unknown topic".to_string(),
+            )),
             _ => ops,
         };
-        let (code, msg) = outcome(apply(ctx, r.resource_type, &r.resource_name, ops, req.validate_only).await);
+        let (code, msg) = outcome(
+            apply(
+                ctx,
+                r.resource_type,
+                &r.resource_name,
+                ops,
+                req.validate_only,
+            )
+            .await,
+        );
         responses.push(
             incremental_alter_configs_response::AlterConfigsResourceResponse::default()
                 .with_resource_type(r.resource_type)

@@ -4,7 +4,9 @@
 use std::sync::Arc;
 
 use ferrymq_types::Offset;
-use kafka_protocol::messages::delete_records_response::{DeleteRecordsPartitionResult, DeleteRecordsTopicResult};
+use kafka_protocol::messages::delete_records_response::{
+    DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
+};
 use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse, RequestHeader};
 
 use super::tp;
@@ -12,7 +14,11 @@ use crate::context::ServerContext;
 use crate::errors;
 
 /// Answers a DeleteRecords request.
-pub async fn handle(ctx: &Arc<ServerContext>, _header: &RequestHeader, req: DeleteRecordsRequest) -> DeleteRecordsResponse {
+pub async fn handle(
+    ctx: &Arc<ServerContext>,
+    _header: &RequestHeader,
+    req: DeleteRecordsRequest,
+) -> DeleteRecordsResponse {
     let topics = req
         .topics
         .into_iter()
@@ -21,14 +27,22 @@ pub async fn handle(ctx: &Arc<ServerContext>, _header: &RequestHeader, req: Dele
                 .partitions
                 .iter()
                 .map(|p| {
-                    let base = DeleteRecordsPartitionResult::default().with_partition_index(p.partition_index);
-                    match ctx.broker.delete_records(&tp(&t.name, p.partition_index), Offset(p.offset)) {
+                    let base = DeleteRecordsPartitionResult::default()
+                        .with_partition_index(p.partition_index);
+                    match ctx
+                        .broker
+                        .delete_records(&tp(&t.name, p.partition_index), Offset(p.offset))
+                    {
                         Ok(low) => base.with_low_watermark(low.0),
-                        Err(e) => base.with_error_code(errors::broker(&e).code()).with_low_watermark(-1),
+                        Err(e) => base
+                            .with_error_code(errors::broker(&e).code())
+                            .with_low_watermark(-1),
                     }
                 })
                 .collect();
-            DeleteRecordsTopicResult::default().with_name(t.name).with_partitions(parts)
+            DeleteRecordsTopicResult::default()
+                .with_name(t.name)
+                .with_partitions(parts)
         })
         .collect();
     DeleteRecordsResponse::default().with_topics(topics)

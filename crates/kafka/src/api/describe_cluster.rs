@@ -3,14 +3,20 @@
 use std::sync::Arc;
 
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
-use kafka_protocol::messages::{BrokerId, DescribeClusterRequest, DescribeClusterResponse, RequestHeader};
+use kafka_protocol::messages::{
+    BrokerId, DescribeClusterRequest, DescribeClusterResponse, RequestHeader,
+};
 use kafka_protocol::ResponseError;
 
 use super::str_bytes;
 use crate::context::ServerContext;
 
 /// Answers a DescribeCluster request.
-pub async fn handle(ctx: &Arc<ServerContext>, _header: &RequestHeader, req: DescribeClusterRequest) -> DescribeClusterResponse {
+pub async fn handle(
+    ctx: &Arc<ServerContext>,
+    _header: &RequestHeader,
+    req: DescribeClusterRequest,
+) -> DescribeClusterResponse {
     // Endpoint type 1 is brokers; 2 (controllers) is not exposed separately in combined mode.
     if req.endpoint_type != 1 {
         return DescribeClusterResponse::default()

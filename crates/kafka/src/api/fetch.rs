@@ -20,11 +20,16 @@ use crate::errors;
 pub const FETCH_RESPONSE_BYTES_MAX: usize = 55 * 1024 * 1024;
 
 /// Answers a Fetch request.
-pub async fn handle(ctx: &Arc<ServerContext>, header: &RequestHeader, req: FetchRequest) -> FetchResponse {
+pub async fn handle(
+    ctx: &Arc<ServerContext>,
+    header: &RequestHeader,
+    req: FetchRequest,
+) -> FetchResponse {
     let version = header.request_api_version;
     if req.session_id != 0 {
         // We never hand out session ids, so an incremental fetch names a session we lack.
-        return FetchResponse::default().with_error_code(ResponseError::FetchSessionIdNotFound.code());
+        return FetchResponse::default()
+            .with_error_code(ResponseError::FetchSessionIdNotFound.code());
     }
     let image = ctx.broker.metadata();
     // Resolve names (topic ids from v13); unknown ids are answered per topic.
@@ -78,7 +83,11 @@ pub async fn handle(ctx: &Arc<ServerContext>, header: &RequestHeader, req: Fetch
             };
             parts.insert(parts.len(), data);
         }
-        let name_on_wire = if version >= 13 { TopicName::default() } else { wire_name };
+        let name_on_wire = if version >= 13 {
+            TopicName::default()
+        } else {
+            wire_name
+        };
         responses.push(
             FetchableTopicResponse::default()
                 .with_topic(name_on_wire)
@@ -86,7 +95,9 @@ pub async fn handle(ctx: &Arc<ServerContext>, header: &RequestHeader, req: Fetch
                 .with_partitions(parts.into_values().collect()),
         );
     }
-    FetchResponse::default().with_session_id(0).with_responses(responses)
+    FetchResponse::default()
+        .with_session_id(0)
+        .with_responses(responses)
 }
 
 fn error_partition(index: i32, e: ResponseError) -> PartitionData {

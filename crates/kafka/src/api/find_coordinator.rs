@@ -5,7 +5,9 @@
 use std::sync::Arc;
 
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
-use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse, RequestHeader};
+use kafka_protocol::messages::{
+    BrokerId, FindCoordinatorRequest, FindCoordinatorResponse, RequestHeader,
+};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
@@ -15,7 +17,11 @@ use crate::context::ServerContext;
 const KEY_TYPE_GROUP: i8 = 0;
 
 /// Answers a FindCoordinator request (one key before v4, a batch of keys from v4).
-pub async fn handle(ctx: &Arc<ServerContext>, header: &RequestHeader, req: FindCoordinatorRequest) -> FindCoordinatorResponse {
+pub async fn handle(
+    ctx: &Arc<ServerContext>,
+    header: &RequestHeader,
+    req: FindCoordinatorRequest,
+) -> FindCoordinatorResponse {
     let image = ctx.broker.metadata();
     let me = image.brokers.get(&ctx.broker.config().node_id).cloned();
     let answer = |key: &StrBytes| -> Coordinator {
@@ -28,12 +34,19 @@ pub async fn handle(ctx: &Arc<ServerContext>, header: &RequestHeader, req: FindC
                 .with_port(-1);
         }
         match &me {
-            Some(b) => c.with_node_id(BrokerId(b.id.0)).with_host(str_bytes(b.host.clone())).with_port(b.port as i32),
-            None => c.with_error_code(ResponseError::CoordinatorNotAvailable.code()).with_node_id(BrokerId(-1)).with_port(-1),
+            Some(b) => c
+                .with_node_id(BrokerId(b.id.0))
+                .with_host(str_bytes(b.host.clone()))
+                .with_port(b.port as i32),
+            None => c
+                .with_error_code(ResponseError::CoordinatorNotAvailable.code())
+                .with_node_id(BrokerId(-1))
+                .with_port(-1),
         }
     };
     if header.request_api_version >= 4 {
-        return FindCoordinatorResponse::default().with_coordinators(req.coordinator_keys.iter().map(answer).collect());
+        return FindCoordinatorResponse::default()
+            .with_coordinators(req.coordinator_keys.iter().map(answer).collect());
     }
     let c = answer(&req.key);
     FindCoordinatorResponse::default()

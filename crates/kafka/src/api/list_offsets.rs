@@ -4,7 +4,9 @@
 use std::sync::Arc;
 
 use ferrymq_broker::OffsetSpec;
-use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse, RequestHeader};
 use kafka_protocol::ResponseError;
 
@@ -13,7 +15,11 @@ use crate::context::ServerContext;
 use crate::errors;
 
 /// Answers a ListOffsets request.
-pub async fn handle(ctx: &Arc<ServerContext>, header: &RequestHeader, req: ListOffsetsRequest) -> ListOffsetsResponse {
+pub async fn handle(
+    ctx: &Arc<ServerContext>,
+    header: &RequestHeader,
+    req: ListOffsetsRequest,
+) -> ListOffsetsResponse {
     // The leader epoch field exists from v4 on.
     let with_epoch = header.request_api_version >= 4;
     let topics = req
@@ -31,20 +37,33 @@ pub async fn handle(ctx: &Arc<ServerContext>, header: &RequestHeader, req: ListO
                         ts if ts >= 0 => Some(OffsetSpec::Timestamp(ts)),
                         _ => None,
                     };
-                    let base = ListOffsetsPartitionResponse::default().with_partition_index(p.partition_index);
+                    let base = ListOffsetsPartitionResponse::default()
+                        .with_partition_index(p.partition_index);
                     let Some(spec) = spec else {
-                        return base.with_error_code(ResponseError::InvalidRequest.code()).with_offset(-1).with_timestamp(-1);
+                        return base
+                            .with_error_code(ResponseError::InvalidRequest.code())
+                            .with_offset(-1)
+                            .with_timestamp(-1);
                     };
-                    match ctx.broker.list_offset(&tp(&t.name, p.partition_index), spec, epoch(p.current_leader_epoch)) {
+                    match ctx.broker.list_offset(
+                        &tp(&t.name, p.partition_index),
+                        spec,
+                        epoch(p.current_leader_epoch),
+                    ) {
                         Ok(l) => base
                             .with_offset(l.offset.0)
                             .with_timestamp(l.timestamp)
                             .with_leader_epoch(if with_epoch { l.leader_epoch.0 } else { -1 }),
-                        Err(e) => base.with_error_code(errors::broker(&e).code()).with_offset(-1).with_timestamp(-1),
+                        Err(e) => base
+                            .with_error_code(errors::broker(&e).code())
+                            .with_offset(-1)
+                            .with_timestamp(-1),
                     }
                 })
                 .collect();
-            ListOffsetsTopicResponse::default().with_name(t.name).with_partitions(parts)
+            ListOffsetsTopicResponse::default()
+                .with_name(t.name)
+                .with_partitions(parts)
         })
         .collect();
     ListOffsetsResponse::default().with_topics(topics)

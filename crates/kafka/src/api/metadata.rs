@@ -5,7 +5,9 @@
 use std::sync::Arc;
 
 use ferrymq_cluster::{ControllerError, CreateTopic, MetadataImage, TopicInfo};
-use kafka_protocol::messages::metadata_response::{MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic};
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, RequestHeader};
 use kafka_protocol::ResponseError;
 
@@ -14,16 +16,23 @@ use crate::context::ServerContext;
 use crate::errors;
 
 /// Answers a Metadata request.
-pub async fn handle(ctx: &Arc<ServerContext>, header: &RequestHeader, req: MetadataRequest) -> MetadataResponse {
+pub async fn handle(
+    ctx: &Arc<ServerContext>,
+    header: &RequestHeader,
+    req: MetadataRequest,
+) -> MetadataResponse {
     let version = header.request_api_version;
     // v0 has no auto-create flag: it always means "create".
-    let allow_auto_create = (version < 4 || req.allow_auto_topic_creation) && ctx.config.auto_create_topics;
+    let allow_auto_create =
+        (version < 4 || req.allow_auto_topic_creation) && ctx.config.auto_create_topics;
     let mut image = ctx.broker.metadata();
     let mut topics = Vec::new();
     match &req.topics {
         // `None` (and an empty list before v1) means every topic.
         None => topics.extend(image.topics.values().map(|t| topic_entry(t, &image))),
-        Some(list) if list.is_empty() && version == 0 => topics.extend(image.topics.values().map(|t| topic_entry(t, &image))),
+        Some(list) if list.is_empty() && version == 0 => {
+            topics.extend(image.topics.values().map(|t| topic_entry(t, &image)))
+        }
         Some(list) => {
             for wanted in list {
                 let by_name = wanted.name.as_ref().map(|n| n.0.to_string());
@@ -36,11 +45,19 @@ pub async fn handle(ctx: &Arc<ServerContext>, header: &RequestHeader, req: Metad
                     continue;
                 }
                 let Some(name) = by_name else {
-                    topics.push(error_topic(None, wanted.topic_id, ResponseError::UnknownTopicId));
+                    topics.push(error_topic(
+                        None,
+                        wanted.topic_id,
+                        ResponseError::UnknownTopicId,
+                    ));
                     continue;
                 };
                 if !allow_auto_create {
-                    topics.push(error_topic(Some(&name), wanted.topic_id, ResponseError::UnknownTopicOrPartition));
+                    topics.push(error_topic(
+                        Some(&name),
+                        wanted.topic_id,
+                        ResponseError::UnknownTopicOrPartition,
+                    ));
                     continue;
                 }
                 match auto_create(ctx, &name).await {
@@ -48,10 +65,18 @@ pub async fn handle(ctx: &Arc<ServerContext>, header: &RequestHeader, req: Metad
                         image = ctx.broker.metadata();
                         match image.topic(&name) {
                             Some(t) => topics.push(topic_entry(t, &image)),
-                            None => topics.push(error_topic(Some(&name), wanted.topic_id, ResponseError::LeaderNotAvailable)),
+                            None => topics.push(error_topic(
+                                Some(&name),
+                                wanted.topic_id,
+                                ResponseError::LeaderNotAvailable,
+                            )),
                         }
                     }
-                    Err(e) => topics.push(error_topic(Some(&name), wanted.topic_id, errors::controller(&e))),
+                    Err(e) => topics.push(error_topic(
+                        Some(&name),
+                        wanted.topic_id,
+                        errors::controller(&e),
+                    )),
                 }
             }
         }
@@ -102,10 +127,17 @@ const TOPIC_OPERATIONS: i32 = bits(&[3, 4, 5, 6, 7, 8, 10, 11]);
 const CLUSTER_OPERATIONS: i32 = bits(&[5, 7, 8, 9, 10, 11, 12]);
 
 async fn auto_create(ctx: &Arc<ServerContext>, name: &str) -> Result<(), ControllerError> {
-    let req = CreateTopic { name: name.to_string(), ..Default::default() };
+    let req = CreateTopic {
+        name: name.to_string(),
+        ..Default::default()
+    };
     match ctx.broker.controller().create_topic(req, false).await {
         Ok(created) => {
-            tracing::info!(topic = name, partitions = created.num_partitions, "auto-created topic");
+            tracing::info!(
+                topic = name,
+                partitions = created.num_partitions,
+                "auto-created topic"
+            );
             ctx.broker.sync_metadata();
             Ok(())
         }
@@ -134,7 +166,11 @@ fn topic_entry(t: &TopicInfo, image: &MetadataImage) -> MetadataResponseTopic {
                 .filter(|r| !image.brokers.contains_key(r))
                 .map(|r| BrokerId(r.0))
                 .collect();
-            let error = if leader.is_none() { ResponseError::LeaderNotAvailable.code() } else { 0 };
+            let error = if leader.is_none() {
+                ResponseError::LeaderNotAvailable.code()
+            } else {
+                0
+            };
             MetadataResponsePartition::default()
                 .with_error_code(error)
                 .with_partition_index(pid.0)

@@ -20,7 +20,11 @@ use crate::errors;
 const PRODUCE_TIMEOUT_MS_MAX: i32 = 300_000;
 
 /// Answers a Produce request; `None` for acks=0.
-pub async fn handle(ctx: &Arc<ServerContext>, header: &RequestHeader, req: ProduceRequest) -> Option<ProduceResponse> {
+pub async fn handle(
+    ctx: &Arc<ServerContext>,
+    header: &RequestHeader,
+    req: ProduceRequest,
+) -> Option<ProduceResponse> {
     let acks = match req.acks {
         0 => Some(Acks::None),
         1 => Some(Acks::Leader),
@@ -28,7 +32,11 @@ pub async fn handle(ctx: &Arc<ServerContext>, header: &RequestHeader, req: Produ
         _ => None,
     };
     let timeout = Duration::from_millis(req.timeout_ms.clamp(0, PRODUCE_TIMEOUT_MS_MAX) as u64);
-    let client = header.client_id.as_ref().map(|c| c.to_string()).unwrap_or_default();
+    let client = header
+        .client_id
+        .as_ref()
+        .map(|c| c.to_string())
+        .unwrap_or_default();
     let topics = join_all(req.topic_data.into_iter().map(|topic| {
         let client = client.clone();
         async move {
@@ -69,7 +77,10 @@ async fn produce_partition(
             .with_error_message(Some(str_bytes(msg)))
     };
     let Some(acks) = acks else {
-        return fail(ResponseError::InvalidRequiredAcks, "acks must be 0, 1 or -1".into());
+        return fail(
+            ResponseError::InvalidRequiredAcks,
+            "acks must be 0, 1 or -1".into(),
+        );
     };
     let tp = tp(topic, p.index);
     let Some(records) = p.records.clone() else {
@@ -89,7 +100,10 @@ async fn produce_partition(
             .with_log_append_time_ms(-1)
             .with_log_start_offset(done.log_start_offset.0),
         Err(e) => {
-            if matches!(e, BrokerError::Storage(_) | BrokerError::MessageTooLarge { .. }) {
+            if matches!(
+                e,
+                BrokerError::Storage(_) | BrokerError::MessageTooLarge { .. }
+            ) {
                 tracing::warn!(partition = %tp, client, error = %e, "produce failed");
             }
             fail(errors::broker(&e), e.to_string())

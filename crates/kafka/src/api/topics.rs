@@ -6,7 +6,9 @@ use std::sync::Arc;
 use ferrymq_cluster::{ControllerError, CreateTopic};
 use ferrymq_types::NodeId;
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
-use kafka_protocol::messages::create_topics_response::{CreatableTopicConfigs, CreatableTopicResult};
+use kafka_protocol::messages::create_topics_response::{
+    CreatableTopicConfigs, CreatableTopicResult,
+};
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::*;
 use kafka_protocol::ResponseError;
@@ -21,7 +23,11 @@ fn failure(e: &ControllerError) -> (i16, Option<kafka_protocol::protocol::StrByt
 }
 
 /// CreateTopics: each topic is created (or validated) independently.
-pub async fn create_topics(ctx: &Arc<ServerContext>, _header: &RequestHeader, req: CreateTopicsRequest) -> CreateTopicsResponse {
+pub async fn create_topics(
+    ctx: &Arc<ServerContext>,
+    _header: &RequestHeader,
+    req: CreateTopicsRequest,
+) -> CreateTopicsResponse {
     let mut results = Vec::new();
     let mut seen = std::collections::HashSet::new();
     for t in req.topics {
@@ -32,19 +38,27 @@ pub async fn create_topics(ctx: &Arc<ServerContext>, _header: &RequestHeader, re
             results.push(
                 result
                     .with_error_code(ResponseError::InvalidRequest.code())
-                    .with_error_message(Some(str_bytes("topic named more than once in the request"))),
+                    .with_error_message(Some(str_bytes(
+                        "topic named more than once in the request",
+                    ))),
             );
             continue;
         }
         let assignments = (!t.assignments.is_empty()).then(|| {
             let mut a: Vec<_> = t.assignments.iter().collect();
             a.sort_by_key(|x| x.partition_index);
-            a.iter().map(|x| x.broker_ids.iter().map(|b| NodeId(b.0)).collect()).collect()
+            a.iter()
+                .map(|x| x.broker_ids.iter().map(|b| NodeId(b.0)).collect())
+                .collect()
         });
         let configs = t
             .configs
             .iter()
-            .filter_map(|c| c.value.as_ref().map(|v| (c.name.to_string(), v.to_string())))
+            .filter_map(|c| {
+                c.value
+                    .as_ref()
+                    .map(|v| (c.name.to_string(), v.to_string()))
+            })
             .collect();
         let create = CreateTopic {
             name: name.clone(),
@@ -53,12 +67,26 @@ pub async fn create_topics(ctx: &Arc<ServerContext>, _header: &RequestHeader, re
             assignments,
             configs,
         };
-        match ctx.broker.controller().create_topic(create, req.validate_only).await {
+        match ctx
+            .broker
+            .controller()
+            .create_topic(create, req.validate_only)
+            .await
+        {
             Ok(created) => {
                 if !req.validate_only {
-                    tracing::info!(topic = name, partitions = created.num_partitions, "topic created");
+                    tracing::info!(
+                        topic = name,
+                        partitions = created.num_partitions,
+                        "topic created"
+                    );
                 }
-                let explicit = ctx.broker.metadata().topic(&name).map(|t| t.configs.clone()).unwrap_or_default();
+                let explicit = ctx
+                    .broker
+                    .metadata()
+                    .topic(&name)
+                    .map(|t| t.configs.clone())
+                    .unwrap_or_default();
                 let defaults = &ctx.broker.config().topic_defaults;
                 let configs = topic_config_entries(&explicit, defaults)
                     .into_iter()
@@ -71,7 +99,11 @@ pub async fn create_topics(ctx: &Arc<ServerContext>, _header: &RequestHeader, re
                     .collect();
                 results.push(
                     result
-                        .with_topic_id(if req.validate_only { uuid::Uuid::nil() } else { created.id })
+                        .with_topic_id(if req.validate_only {
+                            uuid::Uuid::nil()
+                        } else {
+                            created.id
+                        })
                         .with_num_partitions(created.num_partitions)
                         .with_replication_factor(created.replication_factor)
                         .with_configs(Some(configs)),
@@ -95,12 +127,24 @@ pub async fn create_topics(ctx: &Arc<ServerContext>, _header: &RequestHeader, re
 }
 
 /// DeleteTopics: by name (all versions) or by id (v6).
-pub async fn delete_topics(ctx: &Arc<ServerContext>, header: &RequestHeader, req: DeleteTopicsRequest) -> DeleteTopicsResponse {
+pub async fn delete_topics(
+    ctx: &Arc<ServerContext>,
+    header: &RequestHeader,
+    req: DeleteTopicsRequest,
+) -> DeleteTopicsResponse {
     let mut targets: Vec<(Option<String>, uuid::Uuid)> = Vec::new();
     if header.request_api_version >= 6 {
-        targets.extend(req.topics.iter().map(|t| (t.name.as_ref().map(|n| n.0.to_string()), t.topic_id)));
+        targets.extend(
+            req.topics
+                .iter()
+                .map(|t| (t.name.as_ref().map(|n| n.0.to_string()), t.topic_id)),
+        );
     } else {
-        targets.extend(req.topic_names.iter().map(|n| (Some(n.0.to_string()), uuid::Uuid::nil())));
+        targets.extend(
+            req.topic_names
+                .iter()
+                .map(|n| (Some(n.0.to_string()), uuid::Uuid::nil())),
+        );
     }
     let mut responses = Vec::new();
     for (name, id) in targets {
@@ -109,7 +153,9 @@ pub async fn delete_topics(ctx: &Arc<ServerContext>, header: &RequestHeader, req
             Some(n) => Some(n.clone()),
             None => image.topic_names.get(&id).cloned(),
         };
-        let result = DeletableTopicResult::default().with_name(resolved.as_deref().map(topic_name)).with_topic_id(id);
+        let result = DeletableTopicResult::default()
+            .with_name(resolved.as_deref().map(topic_name))
+            .with_topic_id(id);
         let Some(resolved) = resolved else {
             responses.push(result.with_error_code(ResponseError::UnknownTopicId.code()));
             continue;
@@ -130,13 +176,18 @@ pub async fn delete_topics(ctx: &Arc<ServerContext>, header: &RequestHeader, req
 }
 
 /// CreatePartitions: grows topics to a new partition count.
-pub async fn create_partitions(ctx: &Arc<ServerContext>, _header: &RequestHeader, req: CreatePartitionsRequest) -> CreatePartitionsResponse {
+pub async fn create_partitions(
+    ctx: &Arc<ServerContext>,
+    _header: &RequestHeader,
+    req: CreatePartitionsRequest,
+) -> CreatePartitionsResponse {
     let mut results = Vec::new();
     for t in req.topics {
-        let assignments = t
-            .assignments
-            .as_ref()
-            .map(|a| a.iter().map(|x| x.broker_ids.iter().map(|b| NodeId(b.0)).collect()).collect());
+        let assignments = t.assignments.as_ref().map(|a| {
+            a.iter()
+                .map(|x| x.broker_ids.iter().map(|b| NodeId(b.0)).collect())
+                .collect()
+        });
         let result = CreatePartitionsTopicResult::default().with_name(t.name.clone());
         match ctx
             .broker
