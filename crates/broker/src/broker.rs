@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ferrymq_cluster::{Controller, MetadataImage};
-use ferrymq_log::{AppendInfo, ValidatedBatch};
-use ferrymq_types::{LeaderEpoch, Offset, TopicPartition};
+use ferrymq_log::{AppendInfo, LeaderAppend, ValidatedBatch};
+use ferrymq_types::{LeaderEpoch, Offset, ProducerEpoch, ProducerId, TopicPartition};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -19,6 +19,7 @@ use crate::fetch::{self, FetchParams};
 use crate::log_writer::{Durability, LogWriter};
 use crate::partition::{ListedOffset, OffsetSpec, Partition, ReadOutcome};
 use crate::partitions::{read_startup_state, Partitions};
+use crate::producer_ids::ProducerIdPool;
 
 /// Marker file present only after a clean stop.
 pub const CLEAN_SHUTDOWN_MARKER: &str = ".clean-shutdown";
@@ -37,8 +38,11 @@ pub enum Acks {
 /// A produce that was appended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Produced {
-    /// Where the batch landed.
+    /// Where the batch landed (for a duplicate: where the original landed).
     pub append: AppendInfo,
+    /// The batch was an idempotent producer's retry of one already appended: nothing new was
+    /// written, and `append` gives the original's offsets.
+    pub duplicate: bool,
     /// The partition's log start offset afterwards.
     pub log_start_offset: Offset,
 }
@@ -51,6 +55,9 @@ pub struct Broker {
     controller: Arc<Controller>,
     partitions: Arc<Partitions>,
     writer: LogWriter,
+    /// Producer ids to hand out; a tokio mutex because refilling awaits the controller, and
+    /// two requests finding the pool empty must not both ask for a block.
+    producer_ids: tokio::sync::Mutex<ProducerIdPool>,
     shutdown: watch::Sender<bool>,
     tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
 }
@@ -91,6 +98,7 @@ impl Broker {
             controller,
             partitions,
             writer,
+            producer_ids: tokio::sync::Mutex::new(ProducerIdPool::new()),
             shutdown,
             tasks: std::sync::Mutex::new(Vec::new()),
         }))
@@ -139,6 +147,17 @@ impl Broker {
         let b = self.clone();
         tasks.push(every(
             self.shutdown.subscribe(),
+            self.config.producer_id_expiration_check_interval_ms,
+            move || {
+                let b = b.clone();
+                async move {
+                    b.remove_expired_producers();
+                }
+            },
+        ));
+        let b = self.clone();
+        tasks.push(every(
+            self.shutdown.subscribe(),
             self.config.flush_interval_ms,
             move || {
                 let b = b.clone();
@@ -180,7 +199,51 @@ impl Broker {
         self.partitions.all()
     }
 
+    /// Forgets, in every partition, idempotent producers idle for `producer.id.expiration.ms`.
+    /// In-memory work under each partition's lock only.
+    pub fn remove_expired_producers(&self) -> usize {
+        let now = self.clock.now_ms();
+        let expiration_ms = self.config.producer_id_expiration_ms;
+        let mut removed = 0;
+        for p in self.partitions.all() {
+            let n = p.remove_expired_producers(now, expiration_ms);
+            if n > 0 {
+                tracing::debug!(partition = %p.tp(), expired = n, "idempotent producers expired");
+            }
+            removed += n;
+        }
+        removed
+    }
+
+    /// InitProducerId for a producer without a transactional id: a producer id never handed
+    /// out before in this cluster, with epoch 0. As in Kafka, every call gets a new id, even
+    /// from a producer that names its current id and epoch (v3+, KIP-360): an idempotent
+    /// producer bumps its epoch itself, and the partitions' producer state enforces the bump
+    /// (older epochs fenced, the new one starting at sequence 0). Only a transaction
+    /// coordinator, which remembers the id of a transactional id, bumps epochs here.
+    pub async fn init_producer_id(&self) -> Result<(ProducerId, ProducerEpoch), BrokerError> {
+        let mut pool = self.producer_ids.lock().await;
+        if let Some(id) = pool.take() {
+            return Ok((id, ProducerEpoch(0)));
+        }
+        let block = self
+            .controller
+            .allocate_producer_ids(self.config.node_id)
+            .await
+            .map_err(|e| BrokerError::ProducerIdsUnavailable(e.to_string()))?;
+        tracing::info!(
+            first = block.first.0,
+            size = block.size,
+            "producer id block granted"
+        );
+        pool.refill(block);
+        let id = pool.take().expect("a freshly granted block has ids");
+        Ok((id, ProducerEpoch(0)))
+    }
+
     /// Appends a producer's batch and waits as `acks` requires, at most `timeout` for acks=all.
+    /// An idempotent producer's retry of a batch already appended is answered with the
+    /// original's offsets once those are as durable and committed as `acks` asks.
     pub async fn produce(
         &self,
         tp: &TopicPartition,
@@ -196,12 +259,13 @@ impl Broker {
             Durability::PageCache
         };
         let mut hw = partition.subscribe_hw();
-        let append = self
+        let appended = self
             .writer
             .append(partition.clone(), batch, durability)
             .await?;
+        let append = appended.info();
         if acks == Acks::All {
-            let target = append.log_end_offset;
+            let target = append.last_offset.next();
             let wait = hw.wait_for(|h| *h >= target);
             match tokio::time::timeout(timeout, wait).await {
                 Ok(Ok(_)) => {}
@@ -212,6 +276,7 @@ impl Broker {
         let (_, _, log_start_offset) = partition.checkpoint_offsets();
         Ok(Produced {
             append,
+            duplicate: matches!(appended, LeaderAppend::Duplicate(_)),
             log_start_offset,
         })
     }

@@ -25,6 +25,11 @@ pub struct BrokerConfig {
     pub checkpoint_interval_ms: u64,
     /// `log.writer.queue.max`: appends waiting for the writer thread before producers wait.
     pub writer_queue_max: usize,
+    /// `producer.id.expiration.ms`: an idempotent producer's state in a partition is forgotten
+    /// once its last batch is this old.
+    pub producer_id_expiration_ms: i64,
+    /// `producer.id.expiration.check.interval.ms`: how often expired producers are looked for.
+    pub producer_id_expiration_check_interval_ms: u64,
 }
 
 impl BrokerConfig {
@@ -39,6 +44,8 @@ impl BrokerConfig {
             retention_check_interval_ms: 300_000,
             checkpoint_interval_ms: 5000,
             writer_queue_max: 4096,
+            producer_id_expiration_ms: 86_400_000,
+            producer_id_expiration_check_interval_ms: 600_000,
         }
     }
 }

@@ -1,7 +1,8 @@
 //! FerryMQ's broker core: the partition replicas this node hosts and everything done to them —
 //! appends with group commit (`log_writer`), reads with long polling (`fetch`), high
 //! watermarks, offsets lookups, retention and checkpoints — kept in step with the cluster
-//! metadata (`partitions`).
+//! metadata (`partitions`); and the producer ids it hands to idempotent producers
+//! (`producer_ids`). Per-partition producer state lives in the log it is derived from.
 //!
 //! It sees batches as validated bytes and requests as plain Rust calls: nothing here knows a
 //! Kafka request or response type, so another front end (AMQP) can drive the same core.
@@ -14,6 +15,7 @@ pub mod fetch;
 pub mod log_writer;
 pub mod partition;
 pub mod partitions;
+pub mod producer_ids;
 
 pub use broker::{Acks, Broker, Produced, CLEAN_SHUTDOWN_MARKER};
 pub use clock::{Clock, SystemClock};

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use ferrymq_log::{AppendInfo, ValidatedBatch};
+use ferrymq_log::{AppendInfo, LeaderAppend, ValidatedBatch};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::clock::Clock;
@@ -30,7 +30,7 @@ pub enum Durability {
 }
 
 /// Where an append's outcome goes.
-type Reply = oneshot::Sender<Result<AppendInfo, BrokerError>>;
+type Reply = oneshot::Sender<Result<LeaderAppend, BrokerError>>;
 
 struct AppendJob {
     partition: Arc<Partition>,
@@ -83,12 +83,14 @@ impl LogWriter {
     }
 
     /// Appends `batch` to `partition` as leader; resolves when the append is `durability`-done.
+    /// An idempotent producer's retry resolves as `Duplicate` once the original is as durable
+    /// as asked: the same round fsyncs the partition.
     pub async fn append(
         &self,
         partition: Arc<Partition>,
         batch: ValidatedBatch,
         durability: Durability,
-    ) -> Result<AppendInfo, BrokerError> {
+    ) -> Result<LeaderAppend, BrokerError> {
         let (reply, rx) = oneshot::channel();
         let job = AppendJob {
             partition,
@@ -136,7 +138,7 @@ fn run(mut rx: mpsc::Receiver<Msg>, clock: Arc<dyn Clock>, flush_interval_messag
                 Err(_) => break,
             }
         }
-        let mut waiting: Vec<(usize, AppendInfo, Reply)> = Vec::new();
+        let mut waiting: Vec<(usize, LeaderAppend, Reply)> = Vec::new();
         let mut flush_now: Vec<usize> = Vec::new();
         let mut flushed_replies = Vec::new();
         let mut stop = false;
@@ -145,7 +147,7 @@ fn run(mut rx: mpsc::Receiver<Msg>, clock: Arc<dyn Clock>, flush_interval_messag
                 Msg::Append(job) => {
                     let now = clock.now_ms();
                     match job.partition.append_as_leader(&job.batch, now) {
-                        Ok(info) => {
+                        Ok(appended) => {
                             let k = key(&job.partition);
                             let over_policy =
                                 job.partition.unflushed_messages() >= flush_interval_messages;
@@ -154,9 +156,9 @@ fn run(mut rx: mpsc::Receiver<Msg>, clock: Arc<dyn Clock>, flush_interval_messag
                                 flush_now.push(k);
                             }
                             if job.durability == Durability::Fsync {
-                                waiting.push((k, info, job.reply));
+                                waiting.push((k, appended, job.reply));
                             } else {
-                                let _ = job.reply.send(Ok(info));
+                                let _ = job.reply.send(Ok(appended));
                             }
                         }
                         Err(e) => {
@@ -180,7 +182,8 @@ fn run(mut rx: mpsc::Receiver<Msg>, clock: Arc<dyn Clock>, flush_interval_messag
             let job = p.flush_job();
             results.insert(k, p.run_flush(job));
         }
-        for (k, info, reply) in waiting {
+        for (k, appended, reply) in waiting {
+            let info: AppendInfo = appended.info();
             let outcome = match results.get(&k) {
                 Some(Ok(upto)) => {
                     assert!(
@@ -188,7 +191,7 @@ fn run(mut rx: mpsc::Receiver<Msg>, clock: Arc<dyn Clock>, flush_interval_messag
                         "flushed to {upto} before append end {}",
                         info.log_end_offset
                     );
-                    Ok(info)
+                    Ok(appended)
                 }
                 Some(Err(e)) => Err(e.clone()),
                 None => unreachable!("every durable append's partition is flushed in its round"),

@@ -12,7 +12,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use bytes::Bytes;
 use ferrymq_cluster::{PartitionInfo, TopicSettings};
-use ferrymq_log::{AppendInfo, FlushJob, LogConfig, OpenOptions, PartitionLog, ValidatedBatch};
+use ferrymq_log::{FlushJob, LeaderAppend, LogConfig, OpenOptions, PartitionLog, ValidatedBatch};
 use ferrymq_types::{LeaderEpoch, NodeId, Offset, TopicPartition};
 use tokio::sync::watch;
 use uuid::Uuid;
@@ -274,23 +274,40 @@ impl Partition {
         Ok(())
     }
 
-    /// Appends a producer's batch as leader. Called only by the log writer thread.
+    /// Appends a producer's batch as leader. Called only by the log writer thread. An
+    /// idempotent producer's retry is answered `Duplicate` with the original offsets; a batch
+    /// breaking its producer's sequence or epoch is refused, and the partition stays online.
     pub fn append_as_leader(
         &self,
         batch: &ValidatedBatch,
         now_ms: i64,
-    ) -> Result<AppendInfo, BrokerError> {
+    ) -> Result<LeaderAppend, BrokerError> {
         self.check_usable()?;
         let mut inner = self.lock();
         self.check_leader(&inner, None)?;
         let epoch = inner.leader_epoch;
-        let info = match inner.log.append_as_leader(batch, epoch, now_ms) {
-            Ok(info) => info,
+        let appended = match inner.log.append_as_leader(batch, epoch, now_ms) {
+            Ok(appended) => appended,
+            Err(ferrymq_log::Error::Producer(e)) => return Err(BrokerError::from_producer(e)),
             Err(e) => return Err(self.go_offline(e)),
         };
-        inner.unflushed_messages += batch.header().record_count.max(0) as u64;
+        if !appended.is_duplicate() {
+            inner.unflushed_messages += batch.header().record_count.max(0) as u64;
+        }
         self.update_hw(&mut inner);
-        Ok(info)
+        Ok(appended)
+    }
+
+    /// Forgets idempotent producers idle for `expiration_ms` at `now_ms`; returns how many.
+    pub fn remove_expired_producers(&self, now_ms: i64, expiration_ms: i64) -> usize {
+        self.lock()
+            .log
+            .remove_expired_producers(now_ms, expiration_ms)
+    }
+
+    /// Idempotent producers with state in this partition.
+    pub fn producer_count(&self) -> usize {
+        self.lock().log.producer_state().len()
     }
 
     /// Messages appended since the last fsync.

@@ -8,7 +8,7 @@
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use ferrymq_types::{LeaderEpoch, NodeId, PartitionId};
+use ferrymq_types::{LeaderEpoch, NodeId, PartitionId, ProducerId};
 use tokio::sync::watch;
 use uuid::Uuid;
 
@@ -20,6 +20,26 @@ use crate::{placement, topic_config, topic_name};
 
 /// Largest partition count of one topic: bounds the records one request can create.
 pub const PARTITIONS_PER_TOPIC_MAX: i32 = 10_000;
+
+/// Producer ids granted to a broker at a time: one metadata commit serves this many
+/// InitProducerId requests (Kafka's `ProducerIdsBlock.PRODUCER_ID_BLOCK_SIZE`).
+pub const PRODUCER_ID_BLOCK_SIZE: i64 = 1000;
+
+/// A range of producer ids granted to one broker, to hand out in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerIdBlock {
+    /// The first id of the block.
+    pub first: ProducerId,
+    /// How many ids it holds.
+    pub size: i64,
+}
+
+impl ProducerIdBlock {
+    /// The first id after the block.
+    pub fn end(&self) -> ProducerId {
+        ProducerId(self.first.0 + self.size)
+    }
+}
 
 /// What the controller needs to know about this node and its defaults.
 #[derive(Debug, Clone)]
@@ -331,6 +351,29 @@ impl Controller {
         })
     }
 
+    /// Grants `node_id` the next block of producer ids. The grant is committed to the metadata
+    /// log before this returns, so the ids are never granted again, whatever restarts.
+    pub async fn allocate_producer_ids(&self, node_id: NodeId) -> Result<ProducerIdBlock> {
+        self.commit(|state| {
+            let first = state.image.next_producer_id;
+            let Some(end) = first.0.checked_add(PRODUCER_ID_BLOCK_SIZE) else {
+                return Err(ControllerError::InvalidRequest(format!(
+                    "producer ids exhausted at {first}"
+                )));
+            };
+            let record = MetadataRecord::ProducerIds(ProducerIdsRecord {
+                version: RECORD_VERSION,
+                node_id,
+                next_producer_id: ProducerId(end),
+            });
+            let block = ProducerIdBlock {
+                first,
+                size: PRODUCER_ID_BLOCK_SIZE,
+            };
+            Ok((vec![record], block))
+        })
+    }
+
     /// Incremental config alteration of a topic (AlterConfigs is expressed as one).
     pub async fn alter_topic_configs(
         &self,
@@ -515,6 +558,26 @@ mod tests {
             Err(ControllerError::InvalidConfig(_))
         ));
         assert_eq!(c.image().topics.len(), 1);
+    }
+
+    #[test]
+    fn producer_id_blocks_are_disjoint_and_never_granted_again_after_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = controller(dir.path());
+        let a = block(c.allocate_producer_ids(NodeId(1))).unwrap();
+        let b = block(c.allocate_producer_ids(NodeId(1))).unwrap();
+        assert_eq!(a.first, ProducerId(0));
+        assert_eq!(a.size, PRODUCER_ID_BLOCK_SIZE);
+        assert_eq!(b.first, a.end());
+        drop(c);
+        let c = controller(dir.path());
+        assert_eq!(c.image().next_producer_id, b.end());
+        let after = block(c.allocate_producer_ids(NodeId(1))).unwrap();
+        assert_eq!(
+            after.first,
+            b.end(),
+            "a reopened controller continues past every grant"
+        );
     }
 
     #[test]

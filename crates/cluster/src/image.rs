@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use ferrymq_types::{LeaderEpoch, NodeId, PartitionId};
+use ferrymq_types::{LeaderEpoch, NodeId, PartitionId, ProducerId};
 use uuid::Uuid;
 
 use crate::records::{MetadataRecord, PartitionRecord, TopicConfigs};
@@ -65,6 +65,8 @@ pub struct MetadataImage {
     pub topics: BTreeMap<String, Arc<TopicInfo>>,
     /// Topic name by id.
     pub topic_names: BTreeMap<Uuid, String>,
+    /// The first producer id not yet granted to a broker: every id below it may be in use.
+    pub next_producer_id: ProducerId,
 }
 
 /// A record that cannot be applied to the image: a bug or a corrupt metadata log.
@@ -76,6 +78,12 @@ pub enum ApplyError {
     /// A topic record reuses a name or id.
     #[error("topic {name} ({id}) already exists")]
     DuplicateTopic { name: String, id: Uuid },
+    /// A producer-id grant that does not move past the ids already granted.
+    #[error("producer ids granted up to {granted}, record says {next}")]
+    ProducerIdsBackwards {
+        granted: ProducerId,
+        next: ProducerId,
+    },
 }
 
 impl MetadataImage {
@@ -131,6 +139,15 @@ impl MetadataImage {
                     Some(v) => topic.configs.insert(c.key.clone(), v.clone()),
                     None => topic.configs.remove(&c.key),
                 };
+            }
+            MetadataRecord::ProducerIds(p) => {
+                if p.next_producer_id <= self.next_producer_id {
+                    return Err(ApplyError::ProducerIdsBackwards {
+                        granted: self.next_producer_id,
+                        next: p.next_producer_id,
+                    });
+                }
+                self.next_producer_id = p.next_producer_id;
             }
         }
         self.applied_offset = offset;
@@ -222,6 +239,25 @@ mod tests {
         .unwrap();
         assert!(img.topic("t").is_none());
         assert_eq!(img.applied_offset, 3);
+    }
+
+    #[test]
+    fn producer_id_grants_only_move_forward() {
+        let grant = |next| {
+            MetadataRecord::ProducerIds(ProducerIdsRecord {
+                version: 1,
+                node_id: NodeId(1),
+                next_producer_id: ProducerId(next),
+            })
+        };
+        let mut img = MetadataImage::new("c");
+        assert_eq!(img.next_producer_id, ProducerId(0));
+        img.apply(0, &grant(1000)).unwrap();
+        img.apply(1, &grant(2000)).unwrap();
+        assert_eq!(img.next_producer_id, ProducerId(2000));
+        assert!(img.apply(2, &grant(2000)).is_err());
+        assert!(img.apply(3, &grant(5)).is_err());
+        assert_eq!(img.next_producer_id, ProducerId(2000));
     }
 
     #[test]

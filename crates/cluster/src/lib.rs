@@ -16,7 +16,10 @@ pub mod records;
 pub mod topic_config;
 pub mod topic_name;
 
-pub use controller::{ConfigOp, Controller, ControllerConfig, CreateTopic, TopicCreated};
+pub use controller::{
+    ConfigOp, Controller, ControllerConfig, CreateTopic, ProducerIdBlock, TopicCreated,
+    PRODUCER_ID_BLOCK_SIZE,
+};
 pub use error::ControllerError;
 pub use image::{BrokerInfo, MetadataImage, PartitionInfo, TopicInfo};
 pub use topic_config::{TopicDefaults, TopicSettings};

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use ferrymq_types::{LeaderEpoch, NodeId, PartitionId};
+use ferrymq_types::{LeaderEpoch, NodeId, PartitionId, ProducerId};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -26,6 +26,8 @@ pub enum MetadataRecord {
     RemoveTopic(RemoveTopicRecord),
     /// A topic config was set or removed.
     TopicConfig(TopicConfigRecord),
+    /// A block of producer ids was granted to a broker.
+    ProducerIds(ProducerIdsRecord),
 }
 
 /// A topic came into being.
@@ -82,6 +84,20 @@ pub struct TopicConfigRecord {
     pub value: Option<String>,
 }
 
+/// A block of producer ids was granted to `node_id`: ids from the previous
+/// `next_producer_id` up to (not including) this one are that broker's to hand out, and no id
+/// below `next_producer_id` is ever granted again (Kafka's `ProducerIdsRecord`, KIP-730). Once
+/// this record is committed, a restart of any node never reuses an id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProducerIdsRecord {
+    /// Format version of this record.
+    pub version: u16,
+    /// The broker the block was granted to.
+    pub node_id: NodeId,
+    /// The first id not yet granted to anyone.
+    pub next_producer_id: ProducerId,
+}
+
 /// Topic configs explicitly set on a topic, by name.
 pub type TopicConfigs = BTreeMap<String, String>;
 
@@ -98,6 +114,17 @@ mod tests {
         });
         let json = serde_json::to_string(&r).unwrap();
         assert!(json.contains("\"type\":\"topic\""), "{json}");
+        assert_eq!(serde_json::from_str::<MetadataRecord>(&json).unwrap(), r);
+        let r = MetadataRecord::ProducerIds(ProducerIdsRecord {
+            version: RECORD_VERSION,
+            node_id: NodeId(3),
+            next_producer_id: ProducerId(2000),
+        });
+        let json = serde_json::to_string(&r).unwrap();
+        assert_eq!(
+            json,
+            r#"{"type":"producer_ids","version":1,"node_id":3,"next_producer_id":2000}"#
+        );
         assert_eq!(serde_json::from_str::<MetadataRecord>(&json).unwrap(), r);
     }
 }

@@ -18,6 +18,12 @@ pub fn broker(e: &BrokerError) -> ResponseError {
         BrokerError::NotEnoughReplicas { .. } => ResponseError::NotEnoughReplicas,
         BrokerError::NotEnoughReplicasAfterAppend => ResponseError::NotEnoughReplicasAfterAppend,
         BrokerError::RequestTimedOut => ResponseError::RequestTimedOut,
+        // Kafka answers a stale epoch on Produce with INVALID_PRODUCER_EPOCH for every version
+        // since 2.7 (PRODUCER_FENCED, 90, is for transactional APIs, where the fencing is fatal).
+        BrokerError::InvalidProducerEpoch { .. } => ResponseError::InvalidProducerEpoch,
+        BrokerError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
+        // What Kafka answers while its producer id block is not there yet: retriable.
+        BrokerError::ProducerIdsUnavailable(_) => ResponseError::CoordinatorLoadInProgress,
         BrokerError::Storage(_) => ResponseError::KafkaStorageError,
         BrokerError::ShuttingDown => ResponseError::NotLeaderOrFollower,
     }
@@ -56,7 +62,7 @@ pub fn code(e: Option<ResponseError>) -> i16 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ferrymq_types::{LeaderEpoch, Offset};
+    use ferrymq_types::{LeaderEpoch, Offset, ProducerEpoch, ProducerId, Sequence};
 
     #[test]
     fn broker_errors_map_to_kafka_codes() {
@@ -90,6 +96,24 @@ mod tests {
             (BrokerError::NotEnoughReplicas { isr: 1, min: 2 }, 19),
             (BrokerError::NotEnoughReplicasAfterAppend, 20),
             (BrokerError::RequestTimedOut, 7),
+            (
+                BrokerError::InvalidProducerEpoch {
+                    producer_id: ProducerId(1),
+                    current: ProducerEpoch(2),
+                    received: ProducerEpoch(1),
+                },
+                47,
+            ),
+            (
+                BrokerError::OutOfOrderSequence {
+                    producer_id: ProducerId(1),
+                    epoch: ProducerEpoch(0),
+                    expected: Sequence(5),
+                    received: Sequence(7),
+                },
+                45,
+            ),
+            (BrokerError::ProducerIdsUnavailable("x".into()), 14),
             (BrokerError::Storage("x".into()), 56),
         ];
         for (e, c) in table {
@@ -123,5 +147,11 @@ mod tests {
         );
         assert_eq!(batch(&BatchError::BadMagic { magic: 1 }).code(), 87);
         assert_eq!(batch(&BatchError::NotOneBatch { count: 2 }).code(), 87);
+        let no_sequence = BatchError::BadProducerFields {
+            producer_id: 1,
+            producer_epoch: 0,
+            base_sequence: -1,
+        };
+        assert_eq!(batch(&no_sequence).code(), 87);
     }
 }

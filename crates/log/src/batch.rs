@@ -70,6 +70,16 @@ pub enum BatchError {
         base_offset: i64,
         last_offset_delta: i32,
     },
+    /// An idempotent producer's batch (producer id set) without a sequence number or epoch,
+    /// refused as Kafka's `LogValidator` does: it could be neither checked nor deduplicated.
+    #[error(
+        "batch of producer {producer_id} has sequence {base_sequence} and epoch {producer_epoch}"
+    )]
+    BadProducerFields {
+        producer_id: i64,
+        producer_epoch: i16,
+        base_sequence: i32,
+    },
     /// A produce carried zero or several batches where exactly one is allowed.
     #[error("expected exactly one batch, found {count}")]
     NotOneBatch { count: usize },
@@ -241,7 +251,8 @@ pub struct ValidatedBatch {
 
 impl ValidatedBatch {
     /// Validates a batch as a producer sends it: one complete magic-2 batch, CRC intact,
-    /// `recordCount == lastOffsetDelta + 1`. The base offset is not looked at: the leader
+    /// `recordCount == lastOffsetDelta + 1`, and for an idempotent producer a sequence and an
+    /// epoch that are not negative. The base offset is not looked at: the leader
     /// replaces it.
     pub fn from_producer(bytes: Bytes) -> Result<ValidatedBatch, BatchError> {
         let batch = Self::framed(bytes)?;
@@ -250,6 +261,13 @@ impl ValidatedBatch {
             return Err(BatchError::BadCounts {
                 record_count: h.record_count,
                 last_offset_delta: h.last_offset_delta,
+            });
+        }
+        if h.has_producer_id() && (h.base_sequence < 0 || h.producer_epoch.0 < 0) {
+            return Err(BatchError::BadProducerFields {
+                producer_id: h.producer_id.0,
+                producer_epoch: h.producer_epoch.0,
+                base_sequence: h.base_sequence,
             });
         }
         Ok(batch)
@@ -497,6 +515,22 @@ mod tests {
         assert_eq!(err, BatchError::NotOneBatch { count: 2 });
         let err = validate_produce_records(Bytes::new()).unwrap_err();
         assert_eq!(err, BatchError::NotOneBatch { count: 0 });
+    }
+
+    #[test]
+    fn rejects_an_idempotent_batch_without_sequence_or_epoch() {
+        use super::testing::batch_with_producer;
+        validate_produce_records(batch_with_producer(&[b"x"], 0, 7, 0, 0)).unwrap();
+        let err = validate_produce_records(batch_with_producer(&[b"x"], 0, 7, 0, -1)).unwrap_err();
+        assert!(
+            matches!(err, BatchError::BadProducerFields { producer_id: 7, .. }),
+            "{err}"
+        );
+        assert!(!err.is_corruption());
+        let err = validate_produce_records(batch_with_producer(&[b"x"], 0, 7, -1, 0)).unwrap_err();
+        assert!(matches!(err, BatchError::BadProducerFields { .. }), "{err}");
+        // Without a producer id the idempotence fields are not looked at.
+        validate_produce_records(batch_with_producer(&[b"x"], 0, -1, -1, -1)).unwrap();
     }
 
     #[test]

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use ferrymq_types::Offset;
 
 use crate::batch::BatchError;
+use crate::producer_state::ProducerError;
 
 /// What can go wrong in a partition log.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +39,10 @@ pub enum Error {
     /// A replicated batch does not start at the log end (follower appends keep offsets).
     #[error("batch base offset {base} is not the log end {log_end}")]
     NonContiguousAppend { base: Offset, log_end: Offset },
+    /// An idempotent producer's batch broke its sequence or epoch rules; nothing was written.
+    /// An operating condition (the producer's to handle), not a storage failure.
+    #[error(transparent)]
+    Producer(#[from] ProducerError),
     /// A checkpoint or metadata file could not be parsed.
     #[error("malformed file {path}: {reason}")]
     MalformedFile { path: PathBuf, reason: String },

@@ -5,8 +5,9 @@
 //! 61-byte header (`batch`), so a second wire protocol can sit on the same storage.
 //!
 //! Data flow: a front end validates a batch (`batch::validate_produce_records`), the broker's
-//! partition appends it (`PartitionLog::append_as_leader`), fsyncs through a `FlushJob`, and
-//! serves reads as `FileSlice`s read outside its lock.
+//! partition appends it (`PartitionLog::append_as_leader`, which checks an idempotent
+//! producer's sequence against the `producer_state` table in the same step), fsyncs through a
+//! `FlushJob`, and serves reads as `FileSlice`s read outside its lock.
 
 pub mod batch;
 pub mod checkpoint;
@@ -15,6 +16,8 @@ pub mod epoch;
 pub mod error;
 pub mod index;
 pub mod partition_log;
+pub mod producer_snapshot;
+pub mod producer_state;
 pub mod records;
 pub mod segment;
 
@@ -22,6 +25,7 @@ pub use batch::{BatchError, BatchHeader, ValidatedBatch};
 pub use config::LogConfig;
 pub use error::{Error, Result};
 pub use partition_log::{
-    AppendInfo, FlushJob, OpenOptions, PartitionLog, ReadSlice, RecoveryReport,
+    AppendInfo, FlushJob, LeaderAppend, OpenOptions, PartitionLog, ReadSlice, RecoveryReport,
 };
+pub use producer_state::{ProducerError, ProducerStateTable};
 pub use segment::FileSlice;

@@ -1,11 +1,17 @@
-//! The log of one partition replica: an ordered set of segments, the offsets that bound it, and
-//! its leader-epoch cache.
+//! The log of one partition replica: an ordered set of segments, the offsets that bound it, its
+//! leader-epoch cache and its idempotent producers' state.
 //!
 //! Ownership and durability: the owner (the broker's partition) serialises every mutation. An
 //! append returns once the bytes are in the page cache; nothing is durable until a `FlushJob`
 //! taken from the log has run (outside the owner's lock) and `mark_job_flushed` recorded it.
 //! The recovery point is the offset below which everything is known to be fsynced. Rare
 //! metadata changes (truncations, epoch checkpoints) are made durable before they return.
+//!
+//! Producer state (`producer_state`) follows the batches: a leader append checks and records an
+//! idempotent batch in the same step as it assigns offsets, a follower append records it, and
+//! opening the log loads the latest snapshot (`producer_snapshot`, written at every roll and at
+//! close) and replays the batch headers after it. Truncation reloads it; retention drops the
+//! producers and snapshots of deleted segments.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -19,6 +25,8 @@ use crate::checkpoint;
 use crate::config::LogConfig;
 use crate::epoch::EpochCache;
 use crate::error::{io_err, Error, Result};
+use crate::producer_snapshot::{self, SnapshotSync};
+use crate::producer_state::{Check, IdempotentBatch, ProducerStateTable};
 use crate::segment::{FileSlice, Segment};
 
 const EPOCH_CHECKPOINT: &str = "leader-epoch-checkpoint";
@@ -56,6 +64,30 @@ pub struct AppendInfo {
     pub last_offset: Offset,
     /// The log end offset after the append.
     pub log_end_offset: Offset,
+}
+
+/// What a leader append did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaderAppend {
+    /// The batch was written.
+    Appended(AppendInfo),
+    /// The batch is an idempotent producer's retry of one already in the log: nothing was
+    /// written. The info holds the original batch's offsets and the current log end.
+    Duplicate(AppendInfo),
+}
+
+impl LeaderAppend {
+    /// Where the batch's records are, whether written now or before.
+    pub fn info(&self) -> AppendInfo {
+        match self {
+            LeaderAppend::Appended(info) | LeaderAppend::Duplicate(info) => *info,
+        }
+    }
+
+    /// True for a retry answered with the original's offsets.
+    pub fn is_duplicate(&self) -> bool {
+        matches!(self, LeaderAppend::Duplicate(_))
+    }
 }
 
 /// Data to serve for a read, located under the lock, read after.
@@ -114,6 +146,8 @@ pub struct PartitionLog {
     truncations: u64,
     /// `truncations` when the latest `FlushJob` was taken, for `mark_flushed`.
     truncations_at_last_job: u64,
+    /// Idempotent producers' epochs and last batches, built from the batches below the LEO.
+    producers: ProducerStateTable,
 }
 
 impl PartitionLog {
@@ -135,13 +169,16 @@ impl PartitionLog {
             dir_dirty: true,
             truncations: 0,
             truncations_at_last_job: 0,
+            producers: ProducerStateTable::default(),
         })
     }
 
     /// Opens an existing log directory, recovering it as `DESIGN.md` §4 says: after an unclean
     /// stop, segments from the recovery point on are scanned, the first invalid batch and
     /// everything after it is cut, and indexes are rebuilt; a clean stop skips the scan.
-    /// Scanned segments and the epoch checkpoint are durable on return.
+    /// The producer state is rebuilt from the latest snapshot at or below the recovered log end
+    /// and the batches after it. Scanned segments, the epoch checkpoint and snapshot deletions
+    /// are durable on return.
     pub fn open(
         dir: &Path,
         config: LogConfig,
@@ -149,6 +186,8 @@ impl PartitionLog {
     ) -> Result<(PartitionLog, RecoveryReport)> {
         let mut bases = list_segment_bases(dir)?;
         if bases.is_empty() {
+            // Snapshots without segments describe a log that is gone.
+            producer_snapshot::delete_where(dir, |_| true)?;
             let log = PartitionLog::create(dir, config, opts.log_start_offset)?;
             return Ok((log, RecoveryReport::default()));
         }
@@ -168,6 +207,7 @@ impl PartitionLog {
             dir_dirty: report.segments_dropped > 0,
             truncations: 0,
             truncations_at_last_job: 0,
+            producers: ProducerStateTable::default(),
         };
         let leo = log.log_end_offset();
         log.log_start_offset = log.log_start_offset.min(leo);
@@ -182,6 +222,8 @@ impl PartitionLog {
             // Every scanned segment was validated and fsynced in `open_segments`.
             log.recovery_point = leo;
         }
+        log.load_producer_state()?;
+        // Also makes the snapshot deletions of `load_producer_state` durable (directory fsync).
         log.write_epoch_checkpoint()?;
         Ok((log, report))
     }
@@ -221,9 +263,28 @@ impl PartitionLog {
         &self.dir
     }
 
+    /// The idempotent producers' state, as of the log end.
+    pub fn producer_state(&self) -> &ProducerStateTable {
+        &self.producers
+    }
+
+    /// Forgets producers idle for `expiration_ms` (`producer.id.expiration.ms`) at `now_ms`.
+    /// Returns how many. In memory only: the next snapshot leaves them out.
+    pub fn remove_expired_producers(&mut self, now_ms: i64, expiration_ms: i64) -> usize {
+        self.producers.remove_expired(now_ms, expiration_ms)
+    }
+
     /// Replaces the settings (topic config changed); they apply from the next append.
     pub fn set_config(&mut self, config: LogConfig) {
         self.config = config;
+    }
+
+    fn first_base(&self) -> Offset {
+        *self
+            .segments
+            .keys()
+            .next()
+            .expect("a log always has a segment")
     }
 
     fn active(&self) -> &Segment {
@@ -245,18 +306,33 @@ impl PartitionLog {
     /// `FlushJob`); a new epoch's checkpoint is fsynced before the batch is written.
     /// `epoch` must not be older than the latest epoch in the log: a fenced leader appending
     /// is a bug in the caller.
+    ///
+    /// An idempotent producer's batch is checked against its state first, in the same call
+    /// (the owner serialises appends, so check and offset assignment are one step): a retry of
+    /// one of its last batches is answered `Duplicate` with the original offsets and not
+    /// written; a stale epoch or a sequence gap is `Error::Producer` and nothing is written.
     pub fn append_as_leader(
         &mut self,
         batch: &ValidatedBatch,
         epoch: LeaderEpoch,
         now_ms: i64,
-    ) -> Result<AppendInfo> {
+    ) -> Result<LeaderAppend> {
         if let Some(latest) = self.epochs.latest_epoch() {
             assert!(
                 epoch >= latest,
                 "leader epoch went backwards: append in {epoch} after {latest} in {}",
                 self.dir.display()
             );
+        }
+        let idempotent = IdempotentBatch::from_header(batch.header());
+        if let Some(b) = &idempotent {
+            if let Check::Duplicate(original) = self.producers.check(b)? {
+                return Ok(LeaderAppend::Duplicate(AppendInfo {
+                    base_offset: original.first_offset,
+                    last_offset: original.last_offset,
+                    log_end_offset: self.log_end_offset(),
+                }));
+            }
         }
         let base = self.log_end_offset();
         self.maybe_roll(batch, base, now_ms)?;
@@ -265,16 +341,20 @@ impl PartitionLog {
         }
         self.active_mut().append(batch, base, epoch)?;
         let last = base.plus(batch.header().last_offset_delta as i64);
-        Ok(AppendInfo {
+        if let Some(b) = &idempotent {
+            self.producers.record(b, base, last);
+        }
+        Ok(LeaderAppend::Appended(AppendInfo {
             base_offset: base,
             last_offset: last,
             log_end_offset: last.next(),
-        })
+        }))
     }
 
     /// Appends a batch copied from the leader, keeping its offsets and epoch. It must start at
     /// or after the log end (compaction may leave gaps before it). Durability as for
-    /// `append_as_leader`.
+    /// `append_as_leader`. An idempotent batch is recorded in the producer state unchecked:
+    /// the leader decided, and the follower builds the state the leader has.
     pub fn append_as_follower(
         &mut self,
         batch: &ValidatedBatch,
@@ -300,6 +380,9 @@ impl PartitionLog {
             self.write_epoch_checkpoint()?;
         }
         self.active_mut().append_stored(batch)?;
+        if let Some(b) = IdempotentBatch::from_header(&h) {
+            self.producers.record(&b, h.base_offset, h.last_offset());
+        }
         Ok(AppendInfo {
             base_offset: h.base_offset,
             last_offset: h.last_offset(),
@@ -330,9 +413,10 @@ impl PartitionLog {
         Ok(())
     }
 
-    /// Closes the active segment (writing its indexes) and starts a new one at the log end.
-    /// The index files are fsynced on return; the new segment's directory entry is synced by
-    /// the next `FlushJob`.
+    /// Closes the active segment (writing its indexes) and starts a new one at the log end,
+    /// with a producer-state snapshot at its base. The index files are fsynced on return, the
+    /// snapshot is left to write-back (`SnapshotSync`); the new files' directory entries are
+    /// synced by the next `FlushJob`.
     pub fn roll(&mut self) -> Result<()> {
         self.roll_at(self.log_end_offset())
     }
@@ -344,6 +428,8 @@ impl PartitionLog {
             return Ok(());
         }
         self.active().write_indexes()?;
+        // The state of every batch below `base` (nothing lies between the log end and `base`).
+        producer_snapshot::write(&self.dir, base, &self.producers, SnapshotSync::WriteBack)?;
         let seg = Segment::create(&self.dir, base, self.config.index_interval_bytes)?;
         self.segments.insert(base, seg);
         self.dir_dirty = true;
@@ -562,8 +648,9 @@ impl PartitionLog {
 
     /// Cuts the log so that `end` becomes its end offset (a follower diverged from its leader).
     /// `end` is rounded down to a batch boundary, and the log start follows it down if it was
-    /// above. The cut and the epoch checkpoint are durable on return; the deleted segments'
-    /// directory entries are synced by the next `FlushJob`.
+    /// above. The producer state is rebuilt for the new end, and snapshots past it are deleted.
+    /// The cut, the epoch checkpoint and the snapshot deletions are durable on return; the
+    /// deleted segments' directory entries are synced by the next `FlushJob`.
     pub fn truncate_to(&mut self, end: Offset) -> Result<()> {
         if end >= self.log_end_offset() {
             return Ok(());
@@ -594,11 +681,14 @@ impl PartitionLog {
         self.recovery_point = self.recovery_point.min(leo);
         self.log_start_offset = self.log_start_offset.min(leo);
         self.epochs.truncate_from_end(leo);
+        self.load_producer_state()?;
+        // Also makes the snapshot deletions durable (directory fsync).
         self.write_epoch_checkpoint()
     }
 
     /// Deletes every segment and starts an empty log at `start` (a replica whose log lies
-    /// entirely outside the leader's). The epoch checkpoint is durable on return; the directory
+    /// entirely outside the leader's); the producer state and its snapshots go too. The epoch
+    /// checkpoint and the snapshot deletions are durable on return; the segments' directory
     /// entries are synced by the next `FlushJob`.
     pub fn truncate_fully_and_start_at(&mut self, start: Offset) -> Result<()> {
         self.truncations += 1;
@@ -613,16 +703,20 @@ impl PartitionLog {
         self.log_start_offset = start;
         self.recovery_point = start;
         self.epochs = EpochCache::default();
+        self.producers.clear();
+        producer_snapshot::delete_where(&self.dir, |_| true)?;
         self.write_epoch_checkpoint()
     }
 
     /// DeleteRecords: moves the log start up to `offset` (≤ the high watermark, checked by the
-    /// caller); whole segments below it go at the next retention pass.
+    /// caller); whole segments below it go at the next retention pass, producers whose batches
+    /// all lie below it go now.
     pub fn advance_log_start(&mut self, offset: Offset) -> Result<Offset> {
         let offset = offset.min(self.log_end_offset());
         if offset > self.log_start_offset {
             self.log_start_offset = offset;
             self.epochs.truncate_from_start(offset);
+            self.producers.evict_below(offset);
             self.write_epoch_checkpoint()?;
         }
         Ok(self.log_start_offset)
@@ -658,7 +752,10 @@ impl PartitionLog {
             deleted += 1;
         }
         if deleted > 0 {
-            let first = *self.segments.keys().next().expect("a segment remains");
+            let first = self.first_base();
+            // The snapshot at `first` is the state at the new log start; older ones describe
+            // deleted segments. Their deletion is durable at the next `FlushJob`.
+            producer_snapshot::delete_where(&self.dir, |o| o < first)?;
             self.advance_log_start(first)?;
             tracing::info!(dir = %self.dir.display(), deleted, log_start_offset = self.log_start_offset.0, "retention deleted segments");
         }
@@ -666,8 +763,9 @@ impl PartitionLog {
     }
 
     /// Clean shutdown: fsyncs every segment and the directory, then writes every segment's
-    /// indexes and the epoch checkpoint, all durable on return. The caller then records the
-    /// recovery point and the clean-shutdown marker.
+    /// indexes, a producer-state snapshot at the log end and the epoch checkpoint, all durable
+    /// on return (the checkpoint's directory fsync covers the snapshot's rename). The caller
+    /// then records the recovery point and the clean-shutdown marker.
     pub fn close(&mut self) -> Result<()> {
         let job = self.flush_job();
         job.run()?;
@@ -675,6 +773,8 @@ impl PartitionLog {
         for seg in self.segments.values() {
             seg.write_indexes()?;
         }
+        let leo = self.log_end_offset();
+        producer_snapshot::write(&self.dir, leo, &self.producers, SnapshotSync::Fsync)?;
         self.write_epoch_checkpoint()
     }
 
@@ -685,6 +785,47 @@ impl PartitionLog {
 
     fn write_epoch_checkpoint(&self) -> Result<()> {
         checkpoint::write_epochs(&self.dir.join(EPOCH_CHECKPOINT), self.epochs.entries())
+    }
+
+    /// Rebuilds the producer state for the current segments: from the latest usable snapshot
+    /// at or below the log end, then the batch headers after it. Snapshots past the log end
+    /// (recovery or truncation cut the batches they saw) and below the first segment (their
+    /// segments are deleted) are deleted first; one that fails its checks is deleted and an
+    /// older one tried; with none, every batch of the log is replayed. Deletions are durable
+    /// at the caller's next directory fsync.
+    fn load_producer_state(&mut self) -> Result<()> {
+        let leo = self.log_end_offset();
+        let first_base = self.first_base();
+        producer_snapshot::delete_where(&self.dir, |o| o > leo || o < first_base)?;
+        let mut table = ProducerStateTable::default();
+        let mut replay_from = first_base;
+        for offset in producer_snapshot::list(&self.dir)?.into_iter().rev() {
+            match producer_snapshot::read(&self.dir, offset) {
+                Ok(t) if t.entries().all(|(_, e)| e.last_offset() < offset) => {
+                    table = t;
+                    replay_from = offset;
+                    break;
+                }
+                Ok(_) | Err(Error::MalformedFile { .. }) => {
+                    tracing::warn!(dir = %self.dir.display(), snapshot = offset.0, "unusable producer-state snapshot deleted");
+                    producer_snapshot::delete(&self.dir, offset)?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        for seg in self.segments.values() {
+            if seg.next_offset() <= replay_from {
+                continue;
+            }
+            seg.for_each_header_from(replay_from, &mut |h| {
+                if let Some(b) = IdempotentBatch::from_header(h) {
+                    table.record(&b, h.base_offset, h.last_offset());
+                }
+            })?;
+        }
+        table.evict_below(self.log_start_offset);
+        self.producers = table;
+        Ok(())
     }
 }
 
@@ -1087,7 +1228,8 @@ mod tests {
         assert_eq!(log.log_end_offset(), Offset(90));
         let info = log
             .append_as_leader(&three(now), LeaderEpoch(1), now)
-            .unwrap();
+            .unwrap()
+            .info();
         assert_eq!(info.base_offset, Offset(90));
     }
 
@@ -1184,7 +1326,10 @@ mod tests {
             log.end_offset_for_epoch(LeaderEpoch(3)),
             Some((LeaderEpoch(2), Offset(39)))
         );
-        let info = log.append_as_leader(&three(0), LeaderEpoch(4), 0).unwrap();
+        let info = log
+            .append_as_leader(&three(0), LeaderEpoch(4), 0)
+            .unwrap()
+            .info();
         assert_eq!(info.base_offset, Offset(39));
         assert_eq!(
             log.end_offset_for_epoch(LeaderEpoch(2)),
@@ -1225,7 +1370,10 @@ mod tests {
         assert_eq!(log.latest_epoch(), None);
         assert_eq!(log_files(dir.path()), [format!("{:020}.log", 1000)]);
         assert!(!seg_path(dir.path(), 0, "index").exists());
-        let info = log.append_as_leader(&three(0), LeaderEpoch(7), 0).unwrap();
+        let info = log
+            .append_as_leader(&three(0), LeaderEpoch(7), 0)
+            .unwrap()
+            .info();
         assert_eq!(info.base_offset, Offset(1000));
         log.close().unwrap();
         let (log, _) = open(dir.path(), true, Offset(0));
@@ -1428,7 +1576,10 @@ mod tests {
         assert_eq!(log.recovery_point(), Offset(90));
         assert_every_offset_located(&log, 0, 81);
         // An append after a trusted open goes to the end of the active segment.
-        let info = log.append_as_leader(&three(7), LeaderEpoch(2), 0).unwrap();
+        let info = log
+            .append_as_leader(&three(7), LeaderEpoch(2), 0)
+            .unwrap()
+            .info();
         assert_eq!(info.base_offset, Offset(90));
         assert_eq!(
             fs::metadata(seg_path(dir.path(), 81, "log")).unwrap().len(),
@@ -1551,7 +1702,10 @@ mod tests {
         );
         assert!(!seg_path(dir.path(), 54, "index").exists());
         assert_eq!(fs::metadata(&torn).unwrap().len(), 5 * THREE_BYTES);
-        let info = log.append_as_leader(&three(0), LeaderEpoch(1), 0).unwrap();
+        let info = log
+            .append_as_leader(&three(0), LeaderEpoch(1), 0)
+            .unwrap()
+            .info();
         assert_eq!(info.base_offset, Offset(42));
         assert_eq!(fs::metadata(&torn).unwrap().len(), 6 * THREE_BYTES);
         assert_eq!(

@@ -457,6 +457,26 @@ impl Segment {
         Ok(None)
     }
 
+    /// Calls `f` with the header of every batch starting at or after `from`, in log order
+    /// (producer-state replay). Reads headers only.
+    pub fn for_each_header_from(
+        &self,
+        from: Offset,
+        f: &mut dyn FnMut(&BatchHeader),
+    ) -> Result<()> {
+        let Some(first) = self.locate(from)? else {
+            return Ok(());
+        };
+        let mut position = first.position;
+        while let Some(h) = self.header_at(position)? {
+            if h.base_offset >= from {
+                f(&h);
+            }
+            position += h.total_bytes() as u32;
+        }
+        Ok(())
+    }
+
     /// The first batch whose max timestamp is at or after `ts`.
     pub fn locate_timestamp(&self, ts: i64) -> Result<Option<BatchLocation>> {
         self.locate_timestamp_from(ts, self.base_offset)

@@ -7,7 +7,10 @@
 //! the model's; a read from every offset serves the model's batch holding it, byte for byte and
 //! CRC-valid; the whole log reads back as the model's batches; the leader-epoch cache and the
 //! timestamp lookups answer as the model's batches say. A crash may lose only a suffix at or
-//! above the recovery point.
+//! above the recovery point. Some appends come from idempotent producers (which sometimes bump
+//! their epoch) and some are their retries: a retry is answered with the original offsets and
+//! writes nothing, and the producer state always equals what a replay of the model's batches
+//! builds, whatever truncation, retention, crash or restart came before.
 //!
 //! `PROPTEST_CASES` raises the case count for a longer soak.
 
@@ -15,10 +18,11 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
-use ferrymq_log::batch::testing::batch;
+use ferrymq_log::batch::testing::{batch, batch_with_producer};
 use ferrymq_log::batch::{validate_produce_records, BatchHeader, HEADER_BYTES};
-use ferrymq_log::{Error, LogConfig, OpenOptions, PartitionLog, ValidatedBatch};
-use ferrymq_types::{LeaderEpoch, Offset};
+use ferrymq_log::producer_state::{IdempotentBatch, ProducerStateTable, RetainedBatch};
+use ferrymq_log::{Error, LeaderAppend, LogConfig, OpenOptions, PartitionLog, ValidatedBatch};
+use ferrymq_types::{LeaderEpoch, Offset, ProducerEpoch, ProducerId, Sequence};
 use proptest::prelude::*;
 use proptest::sample::Index;
 
@@ -27,12 +31,17 @@ use proptest::sample::Index;
 #[derive(Debug, Clone)]
 enum Op {
     /// Append a batch of `records` records of `value_bytes` bytes each, as leader; the epoch
-    /// first grows by one when `new_epoch`.
+    /// first grows by one when `new_epoch`. With `producer`, the batch is that idempotent
+    /// producer's next one, after it bumps its own epoch when `bump_producer_epoch`.
     Append {
         records: usize,
         value_bytes: usize,
         new_epoch: bool,
+        producer: Option<usize>,
+        bump_producer_epoch: bool,
     },
+    /// An idempotent producer resends one of the batches the log remembers for it.
+    Retry { producer: usize, which: Index },
     /// Roll the active segment.
     Roll,
     /// Read at an offset in `[log_start - 1, leo + 1]`, up to an upper bound in
@@ -63,9 +72,17 @@ enum Op {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        12 => (1usize..=6, 0usize..=300, prop::bool::weighted(0.15)).prop_map(
-            |(records, value_bytes, new_epoch)| Op::Append { records, value_bytes, new_epoch }
-        ),
+        12 => (
+            1usize..=6,
+            0usize..=300,
+            prop::bool::weighted(0.15),
+            prop::option::weighted(0.6, 0..PRODUCERS),
+            prop::bool::weighted(0.1),
+        )
+            .prop_map(|(records, value_bytes, new_epoch, producer, bump_producer_epoch)| {
+                Op::Append { records, value_bytes, new_epoch, producer, bump_producer_epoch }
+            }),
+        3 => (0..PRODUCERS, any::<Index>()).prop_map(|(producer, which)| Op::Retry { producer, which }),
         1 => Just(Op::Roll),
         3 => (any::<Index>(), any::<Index>(), 1usize..=3000, any::<bool>()).prop_map(
             |(at, upper, max_bytes, min_one)| Op::Read { at, upper, max_bytes, min_one }
@@ -80,9 +97,15 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
+/// Idempotent producers taking part; their ids are `PRODUCER_ID_BASE + index`.
+const PRODUCERS: usize = 3;
+const PRODUCER_ID_BASE: i64 = 500;
+
 /// A batch as the model expects it on disk: offsets assigned, epoch stamped.
 #[derive(Debug, Clone)]
 struct ModelBatch {
+    /// The idempotent producer's fields, if it came from one.
+    producer: Option<IdempotentBatch>,
     base: i64,
     records: i64,
     epoch: i32,
@@ -213,6 +236,8 @@ struct Harness {
     log: Option<PartitionLog>,
     model: Model,
     next_timestamp: i64,
+    /// Each idempotent producer's own epoch (it only grows; the log may know an older one).
+    producer_epochs: [i16; PRODUCERS],
 }
 
 impl Harness {
@@ -233,6 +258,7 @@ impl Harness {
             log: Some(log),
             model,
             next_timestamp: 1_000,
+            producer_epochs: [0; PRODUCERS],
         }
     }
 
@@ -250,7 +276,15 @@ impl Harness {
                 records,
                 value_bytes,
                 new_epoch,
-            } => self.append(*records, *value_bytes, *new_epoch),
+                producer,
+                bump_producer_epoch,
+            } => {
+                if let (Some(p), true) = (producer, bump_producer_epoch) {
+                    self.producer_epochs[*p] += 1;
+                }
+                self.append(*records, *value_bytes, *new_epoch, *producer)
+            }
+            Op::Retry { producer, which } => self.retry(*producer, which)?,
             Op::Roll => {
                 self.log().roll().expect("roll");
                 self.model.roll();
@@ -311,7 +345,7 @@ impl Harness {
                 let end = at.index(leo as usize + 1) as i64;
                 self.log().truncate_to(Offset(end)).expect("truncate");
                 self.model.truncate_to(end);
-                self.append(2, 50, false);
+                self.append(2, 50, false, None);
                 self.log().mark_job_flushed(&job);
                 if end == leo {
                     // Nothing was cut: the job still covers what it synced.
@@ -324,31 +358,99 @@ impl Harness {
         Ok(())
     }
 
-    fn append(&mut self, records: usize, value_bytes: usize, new_epoch: bool) {
+    /// The next batch of idempotent producer `p` as the log's state says: its sequence
+    /// continues the log's last batch of its current epoch, or restarts at 0 in a new epoch.
+    fn next_sequence(&self, p: usize) -> (ProducerId, ProducerEpoch, Sequence) {
+        let id = ProducerId(PRODUCER_ID_BASE + p as i64);
+        let epoch = ProducerEpoch(self.producer_epochs[p]);
+        let log = self.log.as_ref().expect("open");
+        let seq = match log.producer_state().get(id) {
+            Some(e) if e.epoch() == epoch => e.last_seq().next(),
+            _ => Sequence(0),
+        };
+        (id, epoch, seq)
+    }
+
+    fn append(
+        &mut self,
+        records: usize,
+        value_bytes: usize,
+        new_epoch: bool,
+        producer: Option<usize>,
+    ) {
         if new_epoch {
             self.model.epoch += 1;
         }
         let value = vec![b'v'; value_bytes];
         let values: Vec<&[u8]> = (0..records).map(|_| value.as_slice()).collect();
-        let produced =
-            validate_produce_records(batch(&values, self.next_timestamp)).expect("valid batch");
+        let raw = match producer {
+            Some(p) => {
+                let (id, epoch, seq) = self.next_sequence(p);
+                batch_with_producer(&values, self.next_timestamp, id.0, epoch.0, seq.0)
+            }
+            None => batch(&values, self.next_timestamp),
+        };
+        let produced = validate_produce_records(raw).expect("valid batch");
         self.next_timestamp += records as i64;
         let epoch = LeaderEpoch(self.model.epoch);
-        let info = self
+        let appended = self
             .log()
             .append_as_leader(&produced, epoch, 0)
             .expect("append");
+        assert!(
+            matches!(appended, LeaderAppend::Appended(_)),
+            "{appended:?}"
+        );
+        let info = appended.info();
         let base = self.model.leo();
         assert_eq!(info.base_offset, Offset(base));
         let mut stored = produced.rewritten_prefix(Offset(base), epoch).to_vec();
         stored.extend_from_slice(produced.tail());
         self.model.append(ModelBatch {
+            producer: IdempotentBatch::from_header(produced.header()),
             base,
             records: records as i64,
             epoch: epoch.0,
             max_timestamp: produced.header().max_timestamp,
             bytes: Bytes::from(stored),
         });
+    }
+
+    /// Resends one of the batches the log remembers for producer `p` (same epoch and sequence
+    /// range; the records need not be the same, the log does not compare them): it must be
+    /// answered with that batch's offsets, and nothing may change.
+    fn retry(&mut self, p: usize, which: &Index) -> Result<(), TestCaseError> {
+        let id = ProducerId(PRODUCER_ID_BASE + p as i64);
+        let log = self.log.as_ref().expect("open");
+        let Some(entry) = log.producer_state().get(id) else {
+            return Ok(());
+        };
+        let batches: Vec<RetainedBatch> = entry.batches().copied().collect();
+        let original = batches[which.index(batches.len())];
+        let records = (original.last_seq.0 - original.first_seq.0 + 1) as usize;
+        let values: Vec<&[u8]> = (0..records).map(|_| &b"retry"[..]).collect();
+        let raw = batch_with_producer(
+            &values,
+            self.next_timestamp,
+            id.0,
+            entry.epoch().0,
+            original.first_seq.0,
+        );
+        let resent = validate_produce_records(raw).expect("valid batch");
+        let (size, leo) = (log.size_bytes(), log.log_end_offset());
+        let epoch = LeaderEpoch(self.model.epoch);
+        let answer = self
+            .log()
+            .append_as_leader(&resent, epoch, 0)
+            .expect("a retry is not an error");
+        let LeaderAppend::Duplicate(info) = answer else {
+            return Err(TestCaseError::fail(format!("retry appended: {answer:?}")));
+        };
+        prop_assert_eq!(info.base_offset, original.first_offset);
+        prop_assert_eq!(info.last_offset, original.last_offset);
+        prop_assert_eq!(self.log().size_bytes(), size);
+        prop_assert_eq!(self.log().log_end_offset(), leo);
+        Ok(())
     }
 
     /// A consumer's read at a random offset, upper bound and size, checked against the rules:
@@ -544,7 +646,37 @@ impl Harness {
         }
         self.check_sequential_read()?;
         self.check_epochs(log)?;
+        self.check_producers(log)?;
         self.check_timestamps(log)
+    }
+
+    /// The producer state is what recording the model's batches in order builds, less the
+    /// producers with nothing at or past the log start: the same producers, epochs, last
+    /// sequences and offsets, and the same remembered batches at or past the log start. Below
+    /// it they may differ: a snapshot may remember batches of deleted segments that a replay
+    /// cannot see, and a producer evicted and back since has forgotten its older batches.
+    fn check_producers(&self, log: &PartitionLog) -> Result<(), TestCaseError> {
+        let mut expected = ProducerStateTable::default();
+        for b in self.model.batches() {
+            if let Some(p) = &b.producer {
+                expected.record(p, Offset(b.base), Offset(b.last()));
+            }
+        }
+        expected.evict_below(Offset(self.model.log_start));
+        let actual = log.producer_state();
+        let log_start = Offset(self.model.log_start);
+        let live = |b: &&RetainedBatch| b.last_offset >= log_start;
+        prop_assert_eq!(actual.len(), expected.len());
+        for ((id, e), (actual_id, a)) in expected.entries().zip(actual.entries()) {
+            prop_assert_eq!(id, actual_id);
+            prop_assert_eq!(e.epoch(), a.epoch(), "producer {}", id);
+            prop_assert_eq!(e.last_seq(), a.last_seq(), "producer {}", id);
+            prop_assert_eq!(e.last_offset(), a.last_offset(), "producer {}", id);
+            let e_live: Vec<_> = e.batches().filter(live).collect();
+            let a_live: Vec<_> = a.batches().filter(live).collect();
+            prop_assert_eq!(e_live, a_live, "producer {}", id);
+        }
+        Ok(())
     }
 
     /// Timestamps only grow in the model (record k of a batch has the batch's first timestamp

@@ -63,6 +63,10 @@ pub fn build_config(r: &Resolved) -> Result<ServeConfig> {
             .parse::<u64>("replica.high.watermark.checkpoint.interval.ms")?
             .max(1),
         writer_queue_max: r.parse::<usize>("log.writer.queue.max")?.max(1),
+        producer_id_expiration_ms: r.parse::<i64>("producer.id.expiration.ms")?.max(1),
+        producer_id_expiration_check_interval_ms: r
+            .parse::<u64>("producer.id.expiration.check.interval.ms")?
+            .max(1),
     };
     let front_end = FrontEndConfig {
         limits: Limits {

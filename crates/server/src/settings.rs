@@ -56,6 +56,8 @@ pub const SETTINGS: &[Setting] = &[
     s("log.flush.interval.ms", "1000", "fsync every partition with unflushed data this often: the most acks=0/1 data a power loss can take."),
     s("replica.high.watermark.checkpoint.interval.ms", "5000", "How often the high-watermark, recovery-point and log-start checkpoints are written."),
     s("log.writer.queue.max", "4096", "Appends queued for the log writer thread before producers wait."),
+    s("producer.id.expiration.ms", "86400000", "An idempotent producer's state in a partition (epoch, last five batches) is forgotten once its last batch is this old (1 day); its next batch is then accepted at any sequence."),
+    s("producer.id.expiration.check.interval.ms", "600000", "How often partitions look for idempotent producers to expire."),
 ];
 
 /// Looks a setting up by name.

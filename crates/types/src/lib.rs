@@ -52,8 +52,14 @@ newtype!(
     ProducerId(i64)
 );
 newtype!(
-    /// A producer id's epoch, bumped when the producer re-initialises.
+    /// A producer id's epoch. An idempotent producer bumps it itself to restart its sequences
+    /// (KIP-360); batches of an older epoch are fenced.
     ProducerEpoch(i16)
+);
+newtype!(
+    /// An idempotent producer's sequence number of a record in one partition: the first record
+    /// of an epoch has 0, each next record one more, wrapping from `i32::MAX` to 0.
+    Sequence(i32)
 );
 
 impl Offset {
@@ -65,6 +71,25 @@ impl Offset {
     /// `self + n`, asserting it does not overflow (offsets are far below `i64::MAX`).
     pub fn plus(self, n: i64) -> Offset {
         Offset(self.0.checked_add(n).expect("offset overflow"))
+    }
+}
+
+impl Sequence {
+    /// The sequence `n` records after this one, wrapping past `i32::MAX` to 0 as Kafka's
+    /// `DefaultRecordBatch.incrementSequence`. `n` must not be negative.
+    pub fn plus(self, n: i32) -> Sequence {
+        assert!(n >= 0, "sequence increment {n} is negative");
+        assert!(self.0 >= 0, "sequence {self} is negative");
+        if self.0 > i32::MAX - n {
+            Sequence(n - (i32::MAX - self.0) - 1)
+        } else {
+            Sequence(self.0 + n)
+        }
+    }
+
+    /// The sequence of the record after this one.
+    pub fn next(self) -> Sequence {
+        self.plus(1)
     }
 }
 
@@ -113,6 +138,16 @@ mod tests {
             TopicPartition::new("orders.eu-1", 7).dir_name(),
             "orders.eu-1-7"
         );
+    }
+
+    #[test]
+    fn sequences_wrap_from_i32_max_to_zero() {
+        assert_eq!(Sequence(5).plus(3), Sequence(8));
+        assert_eq!(Sequence(i32::MAX).next(), Sequence(0));
+        assert_eq!(Sequence(i32::MAX - 1).plus(2), Sequence(0));
+        assert_eq!(Sequence(i32::MAX - 1).plus(4), Sequence(2));
+        assert_eq!(Sequence(0).plus(i32::MAX), Sequence(i32::MAX));
+        assert_eq!(Sequence(1).plus(i32::MAX), Sequence(0));
     }
 
     #[test]
