@@ -1,5 +1,6 @@
 //! Produce (0): validate each partition's batch without decoding its records, append it on the
-//! leader and answer as `acks` asks (acks=0 gets no response at all).
+//! leader and answer as `acks` asks (acks=0 gets no response at all). An idempotent producer's
+//! retry of a batch already appended is answered like the original: no error, its base offset.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -94,11 +95,17 @@ async fn produce_partition(
         }
     };
     match ctx.broker.produce(&tp, batch, acks, timeout).await {
-        Ok(done) => PartitionProduceResponse::default()
-            .with_index(p.index)
-            .with_base_offset(done.append.base_offset.0)
-            .with_log_append_time_ms(-1)
-            .with_log_start_offset(done.log_start_offset.0),
+        Ok(done) => {
+            if done.duplicate {
+                tracing::debug!(partition = %tp, client, base_offset = done.append.base_offset.0,
+                    "idempotent retry answered with the original offsets");
+            }
+            PartitionProduceResponse::default()
+                .with_index(p.index)
+                .with_base_offset(done.append.base_offset.0)
+                .with_log_append_time_ms(-1)
+                .with_log_start_offset(done.log_start_offset.0)
+        }
         Err(e) => {
             if matches!(
                 e,
