@@ -265,3 +265,48 @@ def test_producing_to_a_missing_partition_fails(broker):
         assert error_code == UnknownTopicOrPartitionError.errno
     finally:
         client.close()
+
+
+def test_idempotent_producer_rides_out_a_kill9_without_duplicates_or_gaps(broker_factory):
+    """kafka-python's idempotent producer (InitProducerId v0/v1, one request in flight) keeps
+    sending while the broker is killed with -9 and restarted; every record is then in the
+    partition exactly once, in send order, at the offset its acknowledgement gave."""
+    node = broker_factory.start()
+    topic = unique_topic("kp-idempotent")
+    total = 20_000
+    send = producer(
+        node,
+        acks="all",
+        enable_idempotence=True,
+        reconnect_backoff_ms=20,
+        reconnect_backoff_max_ms=500,
+        retry_backoff_ms=50,
+    )
+    try:
+        futures = []
+        for i in range(total):
+            futures.append(send.send(topic, value=str(i).encode(), partition=0))
+            if i == total // 2:
+                # A quarter is acknowledged, the rest queued or in flight: crash now.
+                futures[total // 4].get(timeout=FLUSH_TIMEOUT_S)
+                assert node.kill() == -9
+                node.start()
+        send.flush(timeout=FLUSH_TIMEOUT_S)
+        offsets = [future.get(timeout=FLUSH_TIMEOUT_S).offset for future in futures]
+    finally:
+        send.close()
+    assert offsets == list(range(total)), "acknowledged offsets are dense and in send order"
+
+    read = consumer(node)
+    try:
+        got = consume_from(read, topic, 0, total)
+    finally:
+        read.close()
+    assert [r.offset for r in got] == list(range(total))
+    assert [int(r.value) for r in got] == list(range(total)), "each record once, in order"
+    tp = TopicPartition(topic, 0)
+    check = consumer(node)
+    try:
+        assert check.end_offsets([tp]) == {tp: total}, "nothing stored twice"
+    finally:
+        check.close()
