@@ -65,6 +65,35 @@ impl Acks {
     }
 }
 
+/// Whether the producer is idempotent (`enable.idempotence`): it then asks the broker for a
+/// producer id and numbers its batches, which the broker checks and deduplicates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Idempotence {
+    /// `enable.idempotence=false`, the tool's default.
+    Off,
+    /// `enable.idempotence=true` (needs acks=all and at most 5 requests in flight, both of
+    /// which the tool's settings already satisfy for acks=all).
+    On,
+}
+
+impl Idempotence {
+    /// The value librdkafka's `enable.idempotence` takes.
+    pub fn as_config(self) -> &'static str {
+        match self {
+            Idempotence::Off => "false",
+            Idempotence::On => "true",
+        }
+    }
+
+    /// "off" or "on", for labels.
+    pub fn label(self) -> &'static str {
+        match self {
+            Idempotence::Off => "off",
+            Idempotence::On => "on",
+        }
+    }
+}
+
 /// Parses an address and refuses anything but loopback: this tool only ever loads servers on
 /// this machine.
 pub fn loopback_addr(text: &str) -> Result<SocketAddr, String> {
@@ -78,8 +107,12 @@ pub fn loopback_addr(text: &str) -> Result<SocketAddr, String> {
 }
 
 /// Producer settings: batching as a throughput-minded application would set it, no
-/// compression (the broker never decompresses anyway), no idempotence (not supported yet).
-pub fn producer_config(bootstrap: SocketAddr, acks: Acks) -> ClientConfig {
+/// compression (the broker never decompresses anyway), idempotence as asked.
+pub fn producer_config(
+    bootstrap: SocketAddr,
+    acks: Acks,
+    idempotence: Idempotence,
+) -> ClientConfig {
     let mut config = ClientConfig::new();
     config
         .set("bootstrap.servers", bootstrap.to_string())
@@ -88,7 +121,7 @@ pub fn producer_config(bootstrap: SocketAddr, acks: Acks) -> ClientConfig {
         .set("batch.size", BATCH_BYTES_MAX.to_string())
         .set("message.max.bytes", MESSAGE_BYTES_MAX.to_string())
         .set("compression.type", "none")
-        .set("enable.idempotence", "false")
+        .set("enable.idempotence", idempotence.as_config())
         .set(
             "max.in.flight.requests.per.connection",
             INFLIGHT_REQUESTS_MAX.to_string(),
@@ -131,7 +164,8 @@ pub fn settings_summary() -> String {
     format!(
         "librdkafka {version} (rdkafka crate); producer linger.ms={LINGER_MS}, \
          batch.size={BATCH_BYTES_MAX}, max.in.flight={INFLIGHT_REQUESTS_MAX}, \
-         compression.type=none, enable.idempotence=false; consumer: manual assign from the \
+         compression.type=none, enable.idempotence=false except where a table says on; \
+         consumer: manual assign from the \
          beginning, no group join, no commits, fetch.queue.backoff.ms={FETCH_QUEUE_BACKOFF_MS}, \
          other fetch settings at librdkafka defaults"
     )

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _};
 
 use crate::consume::{self, ConsumeSpec};
-use crate::kafka_client::{self, Acks};
+use crate::kafka_client::{self, Acks, Idempotence};
 use crate::pacing::Rate;
 use crate::produce::{self, ProduceSpec, PAYLOAD_BYTES_MAX};
 use crate::rss::RssSampler;
@@ -137,6 +137,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             messages: 0,
             message_bytes: args.size as usize,
             acks: args.acks,
+            idempotence: Idempotence::Off,
             partitions: args.partitions,
             rate: Some(rate),
             timeout: Duration::ZERO,

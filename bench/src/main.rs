@@ -9,6 +9,7 @@
 mod child_process;
 mod consume;
 mod cpu;
+mod idempotence;
 mod kafka_client;
 mod latency;
 mod machine;

@@ -17,7 +17,7 @@ use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, Prod
 use rdkafka::statistics::Statistics;
 use rdkafka::types::RDKafkaErrorCode;
 
-use crate::kafka_client::{self, Acks};
+use crate::kafka_client::{self, Acks, Idempotence};
 use crate::pacing::{Pacer, Rate};
 use crate::rss::RssSampler;
 use crate::throughput::Throughput;
@@ -52,6 +52,9 @@ pub struct Args {
     /// Acknowledgement level.
     #[arg(long, value_enum)]
     acks: Acks,
+    /// Idempotent producer (needs --acks all).
+    #[arg(long, value_enum, default_value_t = Idempotence::Off)]
+    idempotence: Idempotence,
     /// Partitions to spread messages over, round robin (the topic must have at least these).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..=10_000))]
     partitions: i32,
@@ -82,6 +85,8 @@ pub struct ProduceSpec {
     pub message_bytes: usize,
     /// Acknowledgement level.
     pub acks: Acks,
+    /// Whether the producer is idempotent.
+    pub idempotence: Idempotence,
     /// Messages go to partitions `0..partitions`, round robin.
     pub partitions: i32,
     /// Fixed rate, or `None` for as fast as the broker takes them.
@@ -132,6 +137,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         messages: args.messages,
         message_bytes: args.size as usize,
         acks: args.acks,
+        idempotence: args.idempotence,
         partitions: args.partitions,
         rate: args
             .rate
@@ -168,7 +174,7 @@ pub fn send_all(
     assert!(spec.message_bytes <= PAYLOAD_BYTES_MAX, "{spec:?}");
     assert!(spec.partitions > 0, "{spec:?}");
     let producer: BaseProducer<DeliveryTally> =
-        kafka_client::producer_config(spec.bootstrap, spec.acks)
+        kafka_client::producer_config(spec.bootstrap, spec.acks, spec.idempotence)
             .set("statistics.interval.ms", STATS_INTERVAL_MS.to_string())
             .create_with_context(DeliveryTally::default())
             .context("creating the producer")?;

@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use crate::cpu::CpuUse;
+use crate::idempotence::{IdempotenceRow, OVERHEAD_MAX};
 use crate::kafka_client::Acks;
 use crate::latency::LatencyOutcome;
 use crate::machine::Machine;
@@ -39,6 +40,8 @@ pub struct Report {
     pub baseline: String,
     /// One row per producer scenario, with its sink baseline and the consumer read-back.
     pub throughput: Vec<ThroughputRow>,
+    /// One idempotence on/off pair per partition count.
+    pub idempotence: Vec<IdempotenceRow>,
     /// One row per latency scenario.
     pub latency: Vec<LatencyRow>,
     /// Broker memory over the whole run, if it was sampled.
@@ -106,9 +109,16 @@ impl Report {
     pub fn to_markdown(&self) -> String {
         let mut out = String::new();
         self.write_header(&mut out);
-        self.write_produce(&mut out);
-        self.write_consume(&mut out);
-        self.write_latency(&mut out);
+        if !self.throughput.is_empty() {
+            self.write_produce(&mut out);
+            self.write_consume(&mut out);
+        }
+        if !self.idempotence.is_empty() {
+            self.write_idempotence(&mut out);
+        }
+        if !self.latency.is_empty() {
+            self.write_latency(&mut out);
+        }
         self.write_memory(&mut out);
         if !self.problems.is_empty() {
             out.push_str("\n### Problems met\n\n");
@@ -237,6 +247,58 @@ impl Report {
                 share.map_or("–".to_string(), percent),
                 cores(row.consume_cpu),
                 kib_to_mib(row.consume_rss_kib)
+            );
+        }
+    }
+
+    fn write_idempotence(&self, out: &mut String) {
+        out.push_str("\n### Idempotence overhead\n\n");
+        out.push_str(
+            "The same producer scenario with `enable.idempotence` off and on, alternating (the \
+             order swapped every round), each run into a fresh topic; medians compared. Overhead = \
+             1 − on ÷ off; negative means the idempotent runs were faster (noise).\n\n",
+        );
+        out.push_str(
+            "| message | acks | partitions | messages per run | runs per side | off msgs/s (median) | on msgs/s (median) | overhead | target | cores broker / client off | cores broker / client on |\n",
+        );
+        out.push_str("|---|---|---|---:|---:|---:|---:|---:|---|---:|---:|\n");
+        for row in &self.idempotence {
+            let median =
+                |runs| IdempotenceRow::median_rate(runs).map_or("error".to_string(), thousands);
+            let overhead = row.overhead();
+            let target = overhead.map_or("not measured".to_string(), |o| {
+                format!("< {}: {}", percent(OVERHEAD_MAX), verdict(o < OVERHEAD_MAX))
+            });
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} / {} | {} | {} | {} | {target} | {} | {} |",
+                size_label(row.message_bytes),
+                row.acks.as_config(),
+                row.partitions,
+                thousands(row.messages as f64),
+                row.off.len(),
+                row.on.len(),
+                median(&row.off),
+                median(&row.on),
+                overhead.map_or("–".to_string(), |o| format!("{:.1} %", o * 100.0)),
+                cores(IdempotenceRow::mean_cpu(&row.off)),
+                cores(IdempotenceRow::mean_cpu(&row.on)),
+            );
+        }
+        out.push_str("\nEvery run, msgs/s in the order run:\n\n");
+        for row in &self.idempotence {
+            let list = |runs: &[crate::idempotence::Run]| {
+                runs.iter()
+                    .map(|r| thousands(r.throughput.messages_per_s()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            let _ = writeln!(
+                out,
+                "- partitions={}: off {}; on {}",
+                row.partitions,
+                list(&row.off),
+                list(&row.on)
             );
         }
     }

@@ -1,6 +1,7 @@
 //! The whole matrix in one run: starts a broker and two sink servers on loopback, then for each
 //! producer scenario measures the producer, the sink pushing the same bytes, and a consumer
-//! reading them back; then the fixed-rate latency runs; broker memory is sampled throughout.
+//! reading them back; then the idempotence on/off pairs; then the fixed-rate latency runs;
+//! broker memory is sampled throughout. `--scenarios` runs a subset.
 //! Prints the Markdown report on stdout (progress goes to stderr) and kills what it started.
 //!
 //! Every scenario is bounded by a message count and a timeout, so the suite ends by itself:
@@ -16,7 +17,8 @@ use anyhow::{bail, Context as _};
 use crate::child_process::{free_loopback_addr, ChildProcess};
 use crate::consume::{self, ConsumeSpec};
 use crate::cpu::CpuMeter;
-use crate::kafka_client::{self, Acks, INFLIGHT_REQUESTS_MAX};
+use crate::idempotence::{self, PairSpec};
+use crate::kafka_client::{self, Acks, Idempotence, INFLIGHT_REQUESTS_MAX};
 use crate::latency;
 use crate::machine::Machine;
 use crate::pacing::Rate;
@@ -39,8 +41,22 @@ const SINK_RUNS: usize = 3;
 
 /// Message sizes of the throughput matrix.
 const MESSAGE_SIZES: [usize; 2] = [100, 1024];
-/// Partition counts of the throughput matrix.
+/// Partition counts of the throughput matrix and of the idempotence pairs.
 const PARTITION_COUNTS: [i32; 2] = [1, 8];
+
+/// Message size of the idempotence pairs (the target is for 1 KiB).
+const IDEMPOTENCE_MESSAGE_BYTES: usize = 1024;
+
+/// A part of the suite.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Scenarios {
+    /// Producer, sink and consumer throughput for every size, acks and partition count.
+    Throughput,
+    /// Producer throughput with idempotence off and on, 1 KiB, acks=all.
+    Idempotence,
+    /// Fixed-rate end-to-end latency.
+    Latency,
+}
 
 /// Command line of `ferrymq-bench suite`.
 #[derive(clap::Args)]
@@ -62,6 +78,15 @@ pub struct Args {
     /// Messages per 1 KiB producer scenario.
     #[arg(long, default_value_t = 2_000_000)]
     messages_1kib: u64,
+    /// Parts of the suite to run, comma-separated.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Scenarios::Throughput, Scenarios::Idempotence, Scenarios::Latency])]
+    scenarios: Vec<Scenarios>,
+    /// Messages per run of an idempotence pair.
+    #[arg(long, default_value_t = 500_000)]
+    idempotence_messages: u64,
+    /// Runs of each side of an idempotence pair; the medians are compared.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=20))]
+    idempotence_runs: u32,
     /// Rate of the latency runs, messages per second.
     #[arg(long, default_value_t = crate::report::LATENCY_TARGET_RATE_PER_S)]
     e2e_rate: u32,
@@ -142,6 +167,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             SINK_CHUNK_BYTES_MAX / 1024
         ),
         throughput: Vec::new(),
+        idempotence: Vec::new(),
         latency: Vec::new(),
         memory: None,
         problems: Vec::new(),
@@ -182,7 +208,12 @@ async fn run_matrix(
     let mut servers = start_servers(broker_bin, work_dir, &args.broker_overrides).await?;
     let sampler = RssSampler::start(servers.broker.pid());
     let timeout = Duration::from_secs(args.scenario_timeout_s);
-    for scenario in matrix(args) {
+    let matrix = if args.scenarios.contains(&Scenarios::Throughput) {
+        matrix(args)
+    } else {
+        Vec::new()
+    };
+    for scenario in matrix {
         if let Err(error) = servers.broker.check_running() {
             report.problems.push(format!("{error:#}"));
             break;
@@ -193,7 +224,33 @@ async fn run_matrix(
         note_problems(&mut report.problems, &scenario.label(), &row);
         report.throughput.push(row);
     }
-    for acks in [Acks::Leader, Acks::All] {
+    if args.scenarios.contains(&Scenarios::Idempotence) {
+        for partitions in PARTITION_COUNTS {
+            if let Err(error) = servers.broker.check_running() {
+                report.problems.push(format!("{error:#}"));
+                break;
+            }
+            eprintln!("suite: idempotence off/on, 1 KiB acks=all partitions={partitions}");
+            let spec = PairSpec {
+                bootstrap: servers.broker.addr(),
+                broker_pid: servers.broker.pid(),
+                message_bytes: IDEMPOTENCE_MESSAGE_BYTES,
+                partitions,
+                messages: args.idempotence_messages,
+                runs: args.idempotence_runs as usize,
+                timeout,
+            };
+            let row = idempotence::measure_pair(spec, settle_disk).await;
+            report.problems.extend(row.problems.iter().cloned());
+            report.idempotence.push(row);
+        }
+    }
+    let latency_acks = if args.scenarios.contains(&Scenarios::Latency) {
+        vec![Acks::Leader, Acks::All]
+    } else {
+        Vec::new()
+    };
+    for acks in latency_acks {
         if let Err(error) = servers.broker.check_running() {
             report.problems.push(format!("{error:#}"));
             break;
@@ -396,6 +453,7 @@ async fn produce_once(
             messages: scenario.messages,
             message_bytes: scenario.message_bytes,
             acks: scenario.acks,
+            idempotence: Idempotence::Off,
             partitions: scenario.partitions,
             rate: None,
             timeout,
@@ -444,6 +502,7 @@ async fn latency_row(
                 messages: 0,
                 message_bytes: MESSAGE_BYTES,
                 acks,
+                idempotence: Idempotence::Off,
                 partitions: PARTITIONS,
                 rate: Some(rate),
                 timeout: Duration::ZERO,

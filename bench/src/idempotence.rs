@@ -1,0 +1,210 @@
+//! The cost of idempotence: the same producer scenario with `enable.idempotence` off and on,
+//! in the same run against the same broker, alternating and repeated so that the drift of a
+//! shared machine falls on both sides. The figure is the relative difference of the medians.
+//!
+//! Idempotence adds work on both sides: the client asks for a producer id and numbers batches
+//! (and keeps at most five requests in flight, which the tool does anyway); the broker checks
+//! each batch's sequence against the partition's producer state and records it, under the lock
+//! that already assigns offsets.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::cpu::{CpuMeter, CpuUse};
+use crate::kafka_client::{self, Acks, Idempotence};
+use crate::produce::{self, ProduceSpec};
+use crate::throughput::Throughput;
+
+/// Most idempotence cost accepted, as a share of the throughput without it (the target).
+pub const OVERHEAD_MAX: f64 = 0.05;
+
+/// One measured producer run.
+#[derive(Clone, Copy, Debug)]
+pub struct Run {
+    /// Messages delivered and the time taken.
+    pub throughput: Throughput,
+    /// Cores the broker and the client used meanwhile.
+    pub cpu: Option<CpuUse>,
+}
+
+/// The on/off pair for one scenario: every run of each side, in the order they ran.
+#[derive(Debug)]
+pub struct IdempotenceRow {
+    /// Payload bytes per message.
+    pub message_bytes: usize,
+    /// Acknowledgement level (idempotence requires acks=all).
+    pub acks: Acks,
+    /// Partitions written round robin.
+    pub partitions: i32,
+    /// Messages per run.
+    pub messages: u64,
+    /// Runs with idempotence off.
+    pub off: Vec<Run>,
+    /// Runs with idempotence on.
+    pub on: Vec<Run>,
+    /// Runs that failed, one line each.
+    pub problems: Vec<String>,
+}
+
+impl IdempotenceRow {
+    /// Median messages per second of one side, if it has runs.
+    pub fn median_rate(runs: &[Run]) -> Option<f64> {
+        let mut rates: Vec<f64> = runs.iter().map(|r| r.throughput.messages_per_s()).collect();
+        rates.sort_by(f64::total_cmp);
+        let n = rates.len();
+        match n {
+            0 => None,
+            _ if n % 2 == 1 => Some(rates[n / 2]),
+            _ => Some((rates[n / 2 - 1] + rates[n / 2]) / 2.0),
+        }
+    }
+
+    /// Throughput lost to idempotence, as a share of the throughput without it (negative when
+    /// the idempotent runs were faster).
+    pub fn overhead(&self) -> Option<f64> {
+        let off = Self::median_rate(&self.off)?;
+        let on = Self::median_rate(&self.on)?;
+        Some(1.0 - on / off)
+    }
+
+    /// Mean cores of one side's runs, broker and client.
+    pub fn mean_cpu(runs: &[Run]) -> Option<CpuUse> {
+        let measured: Vec<CpuUse> = runs.iter().filter_map(|r| r.cpu).collect();
+        if measured.is_empty() {
+            return None;
+        }
+        let n = measured.len() as f64;
+        Some(CpuUse {
+            broker_cores: measured.iter().map(|c| c.broker_cores).sum::<f64>() / n,
+            client_cores: measured.iter().map(|c| c.client_cores).sum::<f64>() / n,
+        })
+    }
+}
+
+/// What a pair measures.
+#[derive(Clone, Copy, Debug)]
+pub struct PairSpec {
+    /// Broker to send to.
+    pub bootstrap: SocketAddr,
+    /// Its pid, for CPU figures.
+    pub broker_pid: u32,
+    /// Payload bytes per message.
+    pub message_bytes: usize,
+    /// Partitions written round robin.
+    pub partitions: i32,
+    /// Messages per run.
+    pub messages: u64,
+    /// Runs per side.
+    pub runs: usize,
+    /// Bound on each run.
+    pub timeout: Duration,
+}
+
+/// Runs the pair: `runs` rounds of one run off and one on, the order swapped every round, each
+/// run into a fresh topic. `before_run` is awaited before every run (the suite settles the disk).
+pub async fn measure_pair<F, Fut>(spec: PairSpec, before_run: F) -> IdempotenceRow
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut row = IdempotenceRow {
+        message_bytes: spec.message_bytes,
+        acks: Acks::All,
+        partitions: spec.partitions,
+        messages: spec.messages,
+        off: Vec::new(),
+        on: Vec::new(),
+        problems: Vec::new(),
+    };
+    for round in 0..spec.runs {
+        let order = if round % 2 == 0 {
+            [Idempotence::Off, Idempotence::On]
+        } else {
+            [Idempotence::On, Idempotence::Off]
+        };
+        for idempotence in order {
+            before_run().await;
+            let topic = format!(
+                "idempotence-{}-{}b-p{}-r{round}",
+                idempotence.label(),
+                spec.message_bytes,
+                spec.partitions
+            );
+            match run_once(spec, &topic, idempotence).await {
+                Ok(run) => {
+                    eprintln!(
+                        "suite:   idempotence {} {}",
+                        idempotence.label(),
+                        run.throughput
+                    );
+                    match idempotence {
+                        Idempotence::Off => row.off.push(run),
+                        Idempotence::On => row.on.push(run),
+                    }
+                }
+                Err(e) => row.problems.push(format!(
+                    "idempotence {} run {round}: {e:#}",
+                    idempotence.label()
+                )),
+            }
+        }
+    }
+    row
+}
+
+async fn run_once(spec: PairSpec, topic: &str, idempotence: Idempotence) -> anyhow::Result<Run> {
+    kafka_client::create_topic(spec.bootstrap, topic, spec.partitions).await?;
+    let meter = CpuMeter::start(spec.broker_pid);
+    let outcome = produce::measure(ProduceSpec {
+        bootstrap: spec.bootstrap,
+        topic: topic.to_string(),
+        messages: spec.messages,
+        message_bytes: spec.message_bytes,
+        acks: Acks::All,
+        idempotence,
+        partitions: spec.partitions,
+        rate: None,
+        timeout: spec.timeout,
+    })
+    .await?
+    .complete()?;
+    let cpu = meter.stop(outcome.throughput.elapsed);
+    Ok(Run {
+        throughput: outcome.throughput,
+        cpu,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(messages_per_s: u64) -> Run {
+        Run {
+            throughput: Throughput {
+                messages: messages_per_s,
+                payload_bytes: messages_per_s * 1024,
+                elapsed: Duration::from_secs(1),
+            },
+            cpu: None,
+        }
+    }
+
+    #[test]
+    fn overhead_compares_the_medians_of_both_sides() {
+        let row = IdempotenceRow {
+            message_bytes: 1024,
+            acks: Acks::All,
+            partitions: 1,
+            messages: 1,
+            off: vec![run(100), run(90), run(300)],
+            on: vec![run(95), run(10), run(96)],
+            problems: Vec::new(),
+        };
+        assert_eq!(IdempotenceRow::median_rate(&row.off), Some(100.0));
+        assert_eq!(IdempotenceRow::median_rate(&row.on), Some(95.0));
+        assert!((row.overhead().unwrap() - 0.05).abs() < 1e-9);
+        assert_eq!(IdempotenceRow::median_rate(&[run(4), run(2)]), Some(3.0));
+        assert_eq!(IdempotenceRow::median_rate(&[]), None);
+    }
+}
