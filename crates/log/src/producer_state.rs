@@ -53,10 +53,12 @@ pub struct IdempotentBatch {
 
 impl IdempotentBatch {
     /// The idempotence fields of a batch, `None` for a batch without a producer id. Control
-    /// batches (transaction markers) and batches without a sequence are `None` too: they carry
-    /// no data sequence, and transactions will handle markers on their own path.
+    /// batches (transaction markers) and batches without a sequence or epoch are `None` too:
+    /// they carry no data sequence (a leader refuses such data batches, `batch.rs`), and
+    /// transactions will handle markers on their own path.
     pub fn from_header(h: &BatchHeader) -> Option<IdempotentBatch> {
-        if !h.has_producer_id() || h.is_control() || h.base_sequence < 0 {
+        let has_sequence = h.base_sequence >= 0 && h.producer_epoch.0 >= 0;
+        if !h.has_producer_id() || h.is_control() || !has_sequence {
             return None;
         }
         let first_seq = Sequence(h.base_sequence);
