@@ -107,11 +107,13 @@ pub fn loopback_addr(text: &str) -> Result<SocketAddr, String> {
 }
 
 /// Producer settings: batching as a throughput-minded application would set it, no
-/// compression (the broker never decompresses anyway), idempotence as asked.
+/// compression (the broker never decompresses anyway), idempotence and the produce requests in
+/// flight per connection (`INFLIGHT_REQUESTS_MAX` unless a scenario says otherwise) as asked.
 pub fn producer_config(
     bootstrap: SocketAddr,
     acks: Acks,
     idempotence: Idempotence,
+    inflight_requests_max: usize,
 ) -> ClientConfig {
     let mut config = ClientConfig::new();
     config
@@ -124,7 +126,7 @@ pub fn producer_config(
         .set("enable.idempotence", idempotence.as_config())
         .set(
             "max.in.flight.requests.per.connection",
-            INFLIGHT_REQUESTS_MAX.to_string(),
+            inflight_requests_max.to_string(),
         )
         .set(
             "queue.buffering.max.kbytes",

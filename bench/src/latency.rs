@@ -138,6 +138,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             message_bytes: args.size as usize,
             acks: args.acks,
             idempotence: Idempotence::Off,
+            inflight_requests_max: kafka_client::INFLIGHT_REQUESTS_MAX,
             partitions: args.partitions,
             rate: Some(rate),
             timeout: Duration::ZERO,

@@ -15,6 +15,7 @@ mod latency;
 mod machine;
 mod pacing;
 mod produce;
+mod raw_produce;
 mod report;
 mod rss;
 mod sink;

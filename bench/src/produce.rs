@@ -34,6 +34,9 @@ const FINAL_STATS_WAIT: Duration = Duration::from_secs(2);
 /// Interval of librdkafka's statistics while producing.
 const STATS_INTERVAL_MS: u32 = 250;
 
+/// Bound on the warm-up before an unpaced measurement.
+const WARM_UP_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Command line of `ferrymq-bench produce`.
 #[derive(clap::Args)]
 pub struct Args {
@@ -55,6 +58,9 @@ pub struct Args {
     /// Idempotent producer (needs --acks all).
     #[arg(long, value_enum, default_value_t = Idempotence::Off)]
     idempotence: Idempotence,
+    /// Produce requests in flight per connection (`max.in.flight`, at most 5 with idempotence).
+    #[arg(long, default_value_t = kafka_client::INFLIGHT_REQUESTS_MAX)]
+    max_in_flight: usize,
     /// Partitions to spread messages over, round robin (the topic must have at least these).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..=10_000))]
     partitions: i32,
@@ -87,6 +93,8 @@ pub struct ProduceSpec {
     pub acks: Acks,
     /// Whether the producer is idempotent.
     pub idempotence: Idempotence,
+    /// Produce requests in flight per connection.
+    pub inflight_requests_max: usize,
     /// Messages go to partitions `0..partitions`, round robin.
     pub partitions: i32,
     /// Fixed rate, or `None` for as fast as the broker takes them.
@@ -138,6 +146,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         message_bytes: args.size as usize,
         acks: args.acks,
         idempotence: args.idempotence,
+        inflight_requests_max: args.max_in_flight,
         partitions: args.partitions,
         rate: args
             .rate
@@ -173,11 +182,15 @@ pub fn send_all(
 ) -> anyhow::Result<ProduceOutcome> {
     assert!(spec.message_bytes <= PAYLOAD_BYTES_MAX, "{spec:?}");
     assert!(spec.partitions > 0, "{spec:?}");
-    let producer: BaseProducer<DeliveryTally> =
-        kafka_client::producer_config(spec.bootstrap, spec.acks, spec.idempotence)
-            .set("statistics.interval.ms", STATS_INTERVAL_MS.to_string())
-            .create_with_context(DeliveryTally::default())
-            .context("creating the producer")?;
+    let producer: BaseProducer<DeliveryTally> = kafka_client::producer_config(
+        spec.bootstrap,
+        spec.acks,
+        spec.idempotence,
+        spec.inflight_requests_max,
+    )
+    .set("statistics.interval.ms", STATS_INTERVAL_MS.to_string())
+    .create_with_context(DeliveryTally::default())
+    .context("creating the producer")?;
     let available = kafka_client::partition_count(producer.client(), &spec.topic)?;
     if available < spec.partitions {
         bail!(
@@ -187,6 +200,11 @@ pub fn send_all(
         );
     }
     let mut payload = vec![0x5a_u8; spec.message_bytes];
+    if spec.rate.is_none() {
+        warm_up(&producer, spec, &payload)?;
+    }
+    // Counted from here: warm-up deliveries are not part of the measurement.
+    let before = producer.context().counts();
     let start = Instant::now();
     let deadline = start + spec.timeout;
     let pacer = spec.rate.map(|rate| Pacer::new(start, rate));
@@ -211,10 +229,10 @@ pub fn send_all(
     }
     wait_for_deliveries(&producer, deadline);
     let elapsed = start.elapsed();
-    let tally = producer.context();
+    let (delivered, delivered_bytes) = producer.context().counts();
     let throughput = Throughput {
-        messages: tally.delivered.load(Ordering::Relaxed),
-        payload_bytes: tally.delivered_bytes.load(Ordering::Relaxed),
+        messages: delivered - before.0,
+        payload_bytes: delivered_bytes - before.1,
         elapsed,
     };
     let produce_request_bytes_avg = final_request_bytes_avg(&producer);
@@ -227,6 +245,40 @@ pub fn send_all(
         produce_request_bytes_avg,
         first_error,
     })
+}
+
+/// Before an unpaced measurement, sends one message to each partition and waits for them, so
+/// that the connection, the partitions' leaders and, for an idempotent producer, its producer id
+/// are in place when the clock starts: librdkafka asks for a producer id only on a timer some
+/// hundreds of milliseconds after connecting, and a throughput run would otherwise measure that
+/// wait rather than the broker.
+fn warm_up(
+    producer: &BaseProducer<DeliveryTally>,
+    spec: &ProduceSpec,
+    payload: &[u8],
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + WARM_UP_TIMEOUT;
+    for partition in 0..spec.partitions {
+        if !enqueue(producer, &spec.topic, partition, payload, deadline)? {
+            bail!("warm-up: could not enqueue within {WARM_UP_TIMEOUT:?}");
+        }
+    }
+    wait_for_deliveries(producer, deadline);
+    let failed = producer.context().failed.load(Ordering::Relaxed);
+    if producer.in_flight_count() > 0 || failed > 0 {
+        bail!(
+            "warm-up: {} undelivered, {failed} failed within {WARM_UP_TIMEOUT:?}; first error: {}",
+            producer.in_flight_count(),
+            producer
+                .context()
+                .first_error
+                .lock()
+                .expect("not poisoned")
+                .as_deref()
+                .unwrap_or("none")
+        );
+    }
+    Ok(())
 }
 
 /// Hands one message to librdkafka, serving delivery reports while its queue is full. Returns
@@ -308,6 +360,14 @@ pub struct DeliveryTally {
 }
 
 impl DeliveryTally {
+    /// Messages and payload bytes delivered so far.
+    fn counts(&self) -> (u64, u64) {
+        (
+            self.delivered.load(Ordering::Relaxed),
+            self.delivered_bytes.load(Ordering::Relaxed),
+        )
+    }
+
     fn note_error(&self, error: String) {
         let mut first = self.first_error.lock().expect("not poisoned");
         if first.is_none() {

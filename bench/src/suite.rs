@@ -17,7 +17,7 @@ use anyhow::{bail, Context as _};
 use crate::child_process::{free_loopback_addr, ChildProcess};
 use crate::consume::{self, ConsumeSpec};
 use crate::cpu::CpuMeter;
-use crate::idempotence::{self, PairSpec};
+use crate::idempotence::{self, PairClient, PairSpec};
 use crate::kafka_client::{self, Acks, Idempotence, INFLIGHT_REQUESTS_MAX};
 use crate::latency;
 use crate::machine::Machine;
@@ -224,26 +224,33 @@ async fn run_matrix(
         note_problems(&mut report.problems, &scenario.label(), &row);
         report.throughput.push(row);
     }
-    if args.scenarios.contains(&Scenarios::Idempotence) {
-        for partitions in PARTITION_COUNTS {
-            if let Err(error) = servers.broker.check_running() {
-                report.problems.push(format!("{error:#}"));
-                break;
-            }
-            eprintln!("suite: idempotence off/on, 1 KiB acks=all partitions={partitions}");
-            let spec = PairSpec {
-                bootstrap: servers.broker.addr(),
-                broker_pid: servers.broker.pid(),
-                message_bytes: IDEMPOTENCE_MESSAGE_BYTES,
-                partitions,
-                messages: args.idempotence_messages,
-                runs: args.idempotence_runs as usize,
-                timeout,
-            };
-            let row = idempotence::measure_pair(spec, settle_disk).await;
-            report.problems.extend(row.problems.iter().cloned());
-            report.idempotence.push(row);
+    let pairs = if args.scenarios.contains(&Scenarios::Idempotence) {
+        idempotence_pairs()
+    } else {
+        Vec::new()
+    };
+    for (client, partitions) in pairs {
+        if let Err(error) = servers.broker.check_running() {
+            report.problems.push(format!("{error:#}"));
+            break;
         }
+        eprintln!(
+            "suite: idempotence off/on, 1 KiB acks=all partitions={partitions}, {}",
+            client.label()
+        );
+        let spec = PairSpec {
+            bootstrap: servers.broker.addr(),
+            broker_pid: servers.broker.pid(),
+            message_bytes: IDEMPOTENCE_MESSAGE_BYTES,
+            partitions,
+            client,
+            messages: args.idempotence_messages,
+            runs: args.idempotence_runs as usize,
+            timeout,
+        };
+        let row = idempotence::measure_pair(spec, settle_disk).await;
+        report.problems.extend(row.problems.iter().cloned());
+        report.idempotence.push(row);
     }
     let latency_acks = if args.scenarios.contains(&Scenarios::Latency) {
         vec![Acks::Leader, Acks::All]
@@ -320,6 +327,18 @@ async fn start_servers(
         sink_page_cache,
         sink_fsync,
     })
+}
+
+/// The idempotence pairs: (client, partitions). librdkafka shows what its users see; the raw
+/// producer, with librdkafka's window, isolates the broker's cost (`idempotence`).
+fn idempotence_pairs() -> Vec<(PairClient, i32)> {
+    let raw = PairClient::Raw {
+        window: INFLIGHT_REQUESTS_MAX,
+    };
+    [PairClient::Librdkafka, raw]
+        .into_iter()
+        .flat_map(|client| PARTITION_COUNTS.map(|p| (client, p)))
+        .collect()
 }
 
 fn matrix(args: &Args) -> Vec<Scenario> {
@@ -454,6 +473,7 @@ async fn produce_once(
             message_bytes: scenario.message_bytes,
             acks: scenario.acks,
             idempotence: Idempotence::Off,
+            inflight_requests_max: INFLIGHT_REQUESTS_MAX,
             partitions: scenario.partitions,
             rate: None,
             timeout,
@@ -503,6 +523,7 @@ async fn latency_row(
                 message_bytes: MESSAGE_BYTES,
                 acks,
                 idempotence: Idempotence::Off,
+                inflight_requests_max: INFLIGHT_REQUESTS_MAX,
                 partitions: PARTITIONS,
                 rate: Some(rate),
                 timeout: Duration::ZERO,
