@@ -255,8 +255,10 @@ impl Report {
         out.push_str("\n### Idempotence overhead\n\n");
         out.push_str(
             "The same producer scenario with idempotence off and on, alternating (the order \
-             swapped every round), each run into a fresh topic; medians compared. Overhead = 1 − \
-             on ÷ off; negative means the idempotent runs were faster (noise). The librdkafka rows \
+             swapped every round), each run into a fresh topic. Overhead = 1 − on ÷ off, taken \
+             per round (its two adjacent runs) and the median over rounds reported; the \
+             difference of the two sides' medians is beside it; negative means the idempotent \
+             runs were faster (noise). The librdkafka rows \
              are what its users see: in idempotent mode librdkafka sends one request per \
              partition at a time and polls in a tight loop meanwhile \
              (confluentinc/librdkafka#4989), so they mostly measure the client. The raw-protocol \
@@ -265,9 +267,9 @@ impl Report {
              them.\n\n",
         );
         out.push_str(
-            "| client | message | acks | partitions | messages per run | runs per side | off msgs/s (median) | on msgs/s (median) | overhead | target | cores broker / client off | cores broker / client on |\n",
+            "| client | message | acks | partitions | messages per run | runs per side | off msgs/s (median) | on msgs/s (median) | overhead (per round) | overhead (of medians) | target | broker CPU µs/msg off / on | cores broker / client off | cores broker / client on |\n",
         );
-        out.push_str("|---|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|\n");
+        out.push_str("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|\n");
         for row in &self.idempotence {
             let median =
                 |runs| IdempotenceRow::median_rate(runs).map_or("error".to_string(), thousands);
@@ -279,7 +281,7 @@ impl Report {
             };
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {} | {} | {} / {} | {} | {} | {} | {target} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} / {} | {} | {} | {} | {} | {target} | {} / {} | {} | {} |",
                 row.client.label(),
                 size_label(row.message_bytes),
                 row.acks.as_config(),
@@ -289,7 +291,10 @@ impl Report {
                 row.on.len(),
                 median(&row.off),
                 median(&row.on),
-                overhead.map_or("–".to_string(), |o| format!("{:.1} %", o * 100.0)),
+                signed_percent(overhead),
+                signed_percent(row.overhead_of_medians()),
+                micros(IdempotenceRow::broker_micros_per_message(&row.off)),
+                micros(IdempotenceRow::broker_micros_per_message(&row.on)),
                 cores(IdempotenceRow::mean_cpu(&row.off)),
                 cores(IdempotenceRow::mean_cpu(&row.on)),
             );
@@ -417,6 +422,14 @@ fn verdict(met: bool) -> &'static str {
 
 fn secs(sink: &SinkRun) -> f64 {
     sink.throughput.elapsed.as_secs_f64().max(1e-9)
+}
+
+fn signed_percent(share: Option<f64>) -> String {
+    share.map_or("–".to_string(), |s| format!("{:.1} %", s * 100.0))
+}
+
+fn micros(value: Option<f64>) -> String {
+    value.map_or("–".to_string(), |v| format!("{v:.2}"))
 }
 
 fn percent(share: f64) -> String {
