@@ -1,7 +1,7 @@
 //! Errors of the broker core. The Kafka front end maps each to a Kafka error code in one place.
 
 use ferrymq_log::ProducerError;
-use ferrymq_types::{LeaderEpoch, Offset, ProducerEpoch, ProducerId, Sequence};
+use ferrymq_types::{LeaderEpoch, Offset};
 
 /// Why a partition operation failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -46,23 +46,10 @@ pub enum BrokerError {
     /// acks=all did not complete within the request's timeout.
     #[error("request timed out")]
     RequestTimedOut,
-    /// An idempotent producer's batch carries an epoch older than the producer's current one.
-    #[error("producer {producer_id} epoch {received} is older than its current epoch {current}")]
-    InvalidProducerEpoch {
-        producer_id: ProducerId,
-        current: ProducerEpoch,
-        received: ProducerEpoch,
-    },
-    /// An idempotent producer's batch does not continue its sequence.
-    #[error(
-        "producer {producer_id} epoch {epoch}: sequence {received} where {expected} was expected"
-    )]
-    OutOfOrderSequence {
-        producer_id: ProducerId,
-        epoch: ProducerEpoch,
-        expected: Sequence,
-        received: Sequence,
-    },
+    /// An idempotent producer's batch broke its epoch or sequence rules; nothing was written
+    /// and the partition stays online.
+    #[error(transparent)]
+    Producer(#[from] ProducerError),
     /// No producer id could be handed out: the controller did not grant a new block.
     #[error("no producer id available: {0}")]
     ProducerIdsUnavailable(String),
@@ -87,34 +74,8 @@ impl BrokerError {
                 log_start,
                 log_end,
             },
-            ferrymq_log::Error::Producer(p) => BrokerError::from_producer(p),
+            ferrymq_log::Error::Producer(p) => BrokerError::Producer(p),
             other => BrokerError::Storage(other.to_string()),
-        }
-    }
-
-    /// The broker's form of a refused idempotent batch.
-    pub fn from_producer(e: ProducerError) -> BrokerError {
-        match e {
-            ProducerError::InvalidProducerEpoch {
-                producer_id,
-                current,
-                received,
-            } => BrokerError::InvalidProducerEpoch {
-                producer_id,
-                current,
-                received,
-            },
-            ProducerError::OutOfOrderSequence {
-                producer_id,
-                epoch,
-                expected,
-                received,
-            } => BrokerError::OutOfOrderSequence {
-                producer_id,
-                epoch,
-                expected,
-                received,
-            },
         }
     }
 }

@@ -288,7 +288,7 @@ impl Partition {
         let epoch = inner.leader_epoch;
         let appended = match inner.log.append_as_leader(batch, epoch, now_ms) {
             Ok(appended) => appended,
-            Err(ferrymq_log::Error::Producer(e)) => return Err(BrokerError::from_producer(e)),
+            Err(ferrymq_log::Error::Producer(e)) => return Err(BrokerError::Producer(e)),
             Err(e) => return Err(self.go_offline(e)),
         };
         if !appended.is_duplicate() {

@@ -11,7 +11,7 @@ use ferrymq_broker::{Acks, Broker, BrokerConfig, BrokerError, Clock, ReadBound, 
 use ferrymq_cluster::{Controller, ControllerConfig, CreateTopic, PRODUCER_ID_BLOCK_SIZE};
 use ferrymq_log::batch::testing::batch_with_producer;
 use ferrymq_log::batch::validate_produce_records;
-use ferrymq_log::ValidatedBatch;
+use ferrymq_log::{ProducerError, ValidatedBatch};
 use ferrymq_types::{NodeId, Offset, ProducerEpoch, ProducerId, TopicPartition};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -112,12 +112,18 @@ async fn a_gap_and_a_stale_epoch_are_refused_and_the_partition_keeps_serving() {
     produce(idem(pid, 1, 0, &[b"a"])).await.unwrap();
     let gap = produce(idem(pid, 1, 5, &[b"b"])).await.unwrap_err();
     assert!(
-        matches!(gap, BrokerError::OutOfOrderSequence { .. }),
+        matches!(
+            gap,
+            BrokerError::Producer(ProducerError::OutOfOrderSequence { .. })
+        ),
         "{gap}"
     );
     let stale = produce(idem(pid, 0, 1, &[b"b"])).await.unwrap_err();
     assert!(
-        matches!(stale, BrokerError::InvalidProducerEpoch { .. }),
+        matches!(
+            stale,
+            BrokerError::Producer(ProducerError::InvalidProducerEpoch { .. })
+        ),
         "{stale}"
     );
     let next = produce(idem(pid, 1, 1, &[b"b"])).await.unwrap();

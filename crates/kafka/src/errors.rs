@@ -2,7 +2,7 @@
 
 use ferrymq_broker::BrokerError;
 use ferrymq_cluster::ControllerError;
-use ferrymq_log::BatchError;
+use ferrymq_log::{BatchError, ProducerError};
 use kafka_protocol::ResponseError;
 
 /// The Kafka error for a broker-core error.
@@ -20,8 +20,12 @@ pub fn broker(e: &BrokerError) -> ResponseError {
         BrokerError::RequestTimedOut => ResponseError::RequestTimedOut,
         // Kafka answers a stale epoch on Produce with INVALID_PRODUCER_EPOCH for every version
         // since 2.7 (PRODUCER_FENCED, 90, is for transactional APIs, where the fencing is fatal).
-        BrokerError::InvalidProducerEpoch { .. } => ResponseError::InvalidProducerEpoch,
-        BrokerError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
+        BrokerError::Producer(ProducerError::InvalidProducerEpoch { .. }) => {
+            ResponseError::InvalidProducerEpoch
+        }
+        BrokerError::Producer(ProducerError::OutOfOrderSequence { .. }) => {
+            ResponseError::OutOfOrderSequenceNumber
+        }
         // What Kafka answers while its producer id block is not there yet: retriable.
         BrokerError::ProducerIdsUnavailable(_) => ResponseError::CoordinatorLoadInProgress,
         BrokerError::Storage(_) => ResponseError::KafkaStorageError,
@@ -97,20 +101,20 @@ mod tests {
             (BrokerError::NotEnoughReplicasAfterAppend, 20),
             (BrokerError::RequestTimedOut, 7),
             (
-                BrokerError::InvalidProducerEpoch {
+                BrokerError::Producer(ProducerError::InvalidProducerEpoch {
                     producer_id: ProducerId(1),
                     current: ProducerEpoch(2),
                     received: ProducerEpoch(1),
-                },
+                }),
                 47,
             ),
             (
-                BrokerError::OutOfOrderSequence {
+                BrokerError::Producer(ProducerError::OutOfOrderSequence {
                     producer_id: ProducerId(1),
                     epoch: ProducerEpoch(0),
                     expected: Sequence(5),
                     received: Sequence(7),
-                },
+                }),
                 45,
             ),
             (BrokerError::ProducerIdsUnavailable("x".into()), 14),
