@@ -86,7 +86,7 @@ impl BrokerProcess {
             .arg(&self.data_dir)
             .env(
                 "RUST_LOG",
-                std::env::var("FERRYMQ_TEST_LOG").unwrap_or_else(|_| "info".into()),
+                std::env::var("FERRYMQ_TEST_LOG").unwrap_or_else(|_| "info,openraft=warn".into()),
             )
             .stdout(Stdio::null())
             .stderr(Stdio::from(log));

@@ -218,7 +218,12 @@ impl Broker {
 
     /// A fetch, long-polling as its parameters ask.
     pub async fn fetch(&self, params: &FetchParams) -> Vec<Result<ReadOutcome, BrokerError>> {
-        fetch::fetch(&self.partitions, params).await
+        let hosted: Vec<_> = params
+            .partitions
+            .iter()
+            .map(|p| self.partition(&p.tp))
+            .collect();
+        fetch::fetch(&hosted, params).await
     }
 
     /// ListOffsets for one partition.

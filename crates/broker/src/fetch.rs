@@ -11,7 +11,6 @@ use tokio::sync::watch;
 
 use crate::error::BrokerError;
 use crate::partition::{Partition, ReadBound, ReadOutcome};
-use crate::partitions::Partitions;
 
 /// Longest a fetch may wait, whatever the client asks (`fetch.wait.ms.max`).
 pub const FETCH_WAIT_MS_MAX: u64 = 30_000;
@@ -44,16 +43,12 @@ pub struct FetchParams {
     pub partitions: Vec<FetchPartition>,
 }
 
-/// Runs a fetch to completion; one result per requested partition, in order.
+/// Runs a fetch to completion over the looked-up partitions (`hosted[i]` for
+/// `params.partitions[i]`); one result per requested partition, in order.
 pub async fn fetch(
-    partitions: &Partitions,
+    hosted: &[Result<Arc<Partition>, BrokerError>],
     params: &FetchParams,
 ) -> Vec<Result<ReadOutcome, BrokerError>> {
-    let hosted: Vec<Option<Arc<Partition>>> = params
-        .partitions
-        .iter()
-        .map(|p| partitions.get(&p.tp))
-        .collect();
     let mut watchers: Vec<watch::Receiver<Offset>> =
         hosted.iter().flatten().map(|p| p.subscribe_hw()).collect();
     let max_wait = params
@@ -64,7 +59,7 @@ pub async fn fetch(
         for w in &mut watchers {
             w.borrow_and_update();
         }
-        let results = read_all(&hosted, params);
+        let results = read_all(hosted, params);
         let bytes: usize = results
             .iter()
             .filter_map(|r| r.as_ref().ok())
@@ -80,13 +75,13 @@ pub async fn fetch(
         }
         let changed = select_all(watchers.iter_mut().map(|w| Box::pin(w.changed())));
         if tokio::time::timeout_at(deadline, changed).await.is_err() {
-            return read_all(&hosted, params);
+            return read_all(hosted, params);
         }
     }
 }
 
 fn read_all(
-    hosted: &[Option<Arc<Partition>>],
+    hosted: &[Result<Arc<Partition>, BrokerError>],
     params: &FetchParams,
 ) -> Vec<Result<ReadOutcome, BrokerError>> {
     let mut budget = params.max_bytes;
@@ -95,7 +90,7 @@ fn read_all(
         .iter()
         .zip(&params.partitions)
         .map(|(p, req)| {
-            let p = p.as_ref().ok_or(BrokerError::UnknownTopicOrPartition)?;
+            let p = p.as_ref().map_err(Clone::clone)?;
             let max = req.partition_max_bytes.min(budget);
             // KIP-74: the first partition with data returns at least one whole batch, so a
             // batch larger than the limits never stalls a consumer.

@@ -56,7 +56,7 @@ pub const APIS: &[ApiSpec] = &[
     spec(ApiKey::AlterConfigs, 0, 2),
     spec(ApiKey::CreatePartitions, 0, 3),
     spec(ApiKey::IncrementalAlterConfigs, 0, 1),
-    spec(ApiKey::DescribeCluster, 0, 1),
+    spec(ApiKey::DescribeCluster, 0, 2),
     spec(ApiKey::FindCoordinator, 0, 4),
 ];
 

@@ -34,6 +34,8 @@ pub fn controller(e: &ControllerError) -> ResponseError {
         ControllerError::InvalidReplicaAssignment(_) => ResponseError::InvalidReplicaAssignment,
         ControllerError::InvalidConfig(_) => ResponseError::InvalidConfig,
         ControllerError::InvalidRequest(_) => ResponseError::InvalidRequest,
+        ControllerError::NotController => ResponseError::NotController,
+        ControllerError::NoQuorum(_) => ResponseError::RequestTimedOut,
         ControllerError::Storage(_) => ResponseError::KafkaStorageError,
     }
 }
@@ -108,6 +110,8 @@ mod tests {
             (ControllerError::InvalidReplicaAssignment("x".into()), 39),
             (ControllerError::InvalidConfig("x".into()), 40),
             (ControllerError::InvalidRequest("x".into()), 42),
+            (ControllerError::NotController, 41),
+            (ControllerError::NoQuorum("x".into()), 7),
             (ControllerError::Storage("x".into()), 56),
         ];
         for (e, c) in table {

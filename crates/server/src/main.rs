@@ -47,6 +47,12 @@ struct ServeArgs {
     /// Node id (setting `node.id`).
     #[arg(long)]
     node_id: Option<i32>,
+    /// Controller listener for Raft and broker RPCs (setting `controller.listen`).
+    #[arg(long, value_name = "HOST:PORT")]
+    controller_listen: Option<String>,
+    /// Controller quorum voters, `id@host:port,...` (setting `controller.voters`).
+    #[arg(long, value_name = "ID@HOST:PORT,...")]
+    controller_voters: Option<String>,
     /// Log filter, e.g. `info` or `info,ferrymq_broker=debug` (setting `log.level`).
     #[arg(long)]
     log_level: Option<String>,
@@ -73,6 +79,8 @@ impl ServeArgs {
             self.data_dir.as_ref().map(|p| p.display().to_string()),
         );
         put("node.id", self.node_id.map(|n| n.to_string()));
+        put("controller.listen", self.controller_listen.clone());
+        put("controller.voters", self.controller_voters.clone());
         put("log.level", self.log_level.clone());
         put("log.format", self.log_format.clone());
         for o in &self.overrides {

@@ -24,20 +24,24 @@ pub async fn handle(
             .with_endpoint_type(req.endpoint_type);
     }
     let image = ctx.broker.metadata();
+    // Fenced brokers are listed only when asked (v2, KIP-1073), flagged as fenced.
     let brokers = image
         .brokers
         .values()
+        .filter(|b| !b.fenced || req.include_fenced_brokers)
         .map(|b| {
             DescribeClusterBroker::default()
                 .with_broker_id(BrokerId(b.id.0))
                 .with_host(str_bytes(b.host.clone()))
                 .with_port(b.port as i32)
                 .with_rack(b.rack.clone().map(str_bytes))
+                .with_is_fenced(b.fenced)
         })
         .collect();
     DescribeClusterResponse::default()
         .with_endpoint_type(1)
         .with_cluster_id(str_bytes(image.cluster_id.clone()))
-        .with_controller_id(BrokerId(image.controller_id.map_or(-1, |c| c.0)))
+        // Admin requests are forwarded by any broker, so this one is named, as KRaft does.
+        .with_controller_id(BrokerId(ctx.broker.config().node_id.0))
         .with_brokers(brokers)
 }
