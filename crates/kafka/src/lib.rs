@@ -7,6 +7,7 @@
 //! into calls on the broker core and the controller, and their results back into responses.
 
 pub mod api;
+pub mod client;
 pub mod connection;
 pub mod context;
 pub mod dispatch;

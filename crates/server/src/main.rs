@@ -3,6 +3,7 @@
 //!
 //! This crate wires and configures; it holds no protocol or replication logic.
 
+mod cli;
 mod logging;
 mod serve;
 mod settings;
@@ -28,6 +29,22 @@ enum Command {
     Serve(ServeArgs),
     /// Print the settings table in Markdown (the source of docs/configuration.md).
     Settings,
+    /// A local cluster of child processes on loopback (Ctrl-C stops it).
+    Dev(cli::dev::DevArgs),
+    /// Inspect a running cluster.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ClusterCommand {
+    /// Brokers (live or fenced), the active controller, and each partition's leader, replicas
+    /// and ISR. Exits 0 when healthy, 2 when a broker is fenced or a partition has no leader.
+    Status {
+        /// Any broker's Kafka address.
+        #[arg(long, default_value = "127.0.0.1:9092")]
+        bootstrap: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -93,12 +110,23 @@ impl ServeArgs {
     }
 }
 
+fn tokio_runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Settings => {
             print!("{}", settings::markdown_table());
             Ok(())
+        }
+        Command::Dev(args) => tokio_runtime()?.block_on(cli::dev::run(args)),
+        Command::Cluster(ClusterCommand::Status { bootstrap }) => {
+            let code = tokio_runtime()?.block_on(cli::cluster::status(&bootstrap))?;
+            std::process::exit(code);
         }
         Command::Serve(args) => {
             let env: BTreeMap<String, String> = std::env::vars()

@@ -531,8 +531,8 @@ impl Controller {
     }
 
     /// The voters' controller addresses (to find the active controller when the leader is not
-    /// known yet).
-    pub(crate) fn voter_addrs(&self) -> Vec<(u64, String)> {
+    /// known yet, and for operators).
+    pub fn voter_addrs(&self) -> Vec<(u64, String)> {
         effective_voters(&self.config)
             .into_iter()
             .map(|(id, a)| (id.0 as u64, a))
