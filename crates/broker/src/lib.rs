@@ -14,6 +14,7 @@ pub mod fetch;
 pub mod log_writer;
 pub mod partition;
 pub mod partitions;
+pub mod replication;
 
 pub use broker::{Acks, Broker, Produced, CLEAN_SHUTDOWN_MARKER};
 pub use clock::{Clock, SystemClock};

@@ -10,6 +10,7 @@ use ferrymq_cluster::{MetadataImage, TopicDefaults, TopicSettings};
 use ferrymq_log::{checkpoint, OpenOptions};
 use ferrymq_types::{NodeId, Offset, TopicPartition};
 
+use crate::clock::Clock;
 use crate::error::BrokerError;
 use crate::partition::Partition;
 
@@ -42,6 +43,7 @@ pub struct Partitions {
     map: RwLock<HashMap<TopicPartition, Arc<Partition>>>,
     /// Serialises image application (opening logs is not idempotent under races).
     applying: Mutex<Option<StartupState>>,
+    clock: Arc<dyn Clock>,
 }
 
 impl Partitions {
@@ -51,6 +53,7 @@ impl Partitions {
         data_dir: PathBuf,
         topic_defaults: TopicDefaults,
         startup: StartupState,
+        clock: Arc<dyn Clock>,
     ) -> Partitions {
         Partitions {
             node_id,
@@ -58,6 +61,7 @@ impl Partitions {
             topic_defaults,
             map: RwLock::new(HashMap::new()),
             applying: Mutex::new(Some(startup)),
+            clock,
         }
     }
 
@@ -77,8 +81,10 @@ impl Partitions {
     }
 
     /// Brings the hosted set in line with `image`. Storage errors take only the affected
-    /// partition out (it stays absent and is logged); the rest proceed.
-    pub fn apply_image(&self, image: &MetadataImage) {
+    /// partition out (it stays absent and is logged); the rest proceed. Returns the partitions
+    /// this node follows, with their leaders, for the replica fetchers.
+    pub fn apply_image(&self, image: &MetadataImage) -> Vec<(TopicPartition, NodeId)> {
+        let mut follow = Vec::new();
         let mut applying = self.applying.lock().expect("apply lock");
         let startup = applying.take();
         let mut wanted: HashMap<TopicPartition, ()> = HashMap::new();
@@ -93,6 +99,9 @@ impl Partitions {
                     partition: *pid,
                 };
                 wanted.insert(tp.clone(), ());
+                if let Some(leader) = info.leader.filter(|l| *l != self.node_id) {
+                    follow.push((tp.clone(), leader));
+                }
                 if let Some(existing) = self.get(&tp) {
                     if existing.topic_id() == topic.id {
                         existing.apply_metadata(info, settings.clone());
@@ -115,6 +124,7 @@ impl Partitions {
                     settings.clone(),
                     opts,
                     hw,
+                    self.clock.clone(),
                 ) {
                     Ok(p) => {
                         tracing::info!(partition = %tp, leader_epoch = info.leader_epoch.0, leader = ?info.leader.map(|l| l.0), "partition opened");
@@ -143,6 +153,7 @@ impl Partitions {
         if startup.is_some() {
             self.remove_orphan_dirs(&wanted);
         }
+        follow
     }
 
     fn remove(&self, tp: &TopicPartition) {

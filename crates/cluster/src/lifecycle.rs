@@ -23,6 +23,10 @@ pub struct BrokerState {
     pub cluster_id: Option<String>,
     /// Set when the controller refused this node for good.
     pub refused: Option<String>,
+    /// This broker is stopping and asks for its leaderships to move first.
+    pub want_shutdown: bool,
+    /// The controller moved every leadership away: the broker may stop now.
+    pub may_shut_down: bool,
 }
 
 /// Registers, then heartbeats, until the node stops or is refused.
@@ -73,8 +77,17 @@ pub async fn run(ctrl: Arc<Controller>) {
                 });
                 continue;
             }
-            Ok(ResponseBody::HeartbeatAck { fenced, .. }) => {
-                ctrl.set_broker_state(|s| s.fenced = fenced);
+            Ok(ResponseBody::HeartbeatAck {
+                fenced,
+                should_shutdown,
+            }) => {
+                ctrl.set_broker_state(|s| {
+                    s.fenced = fenced;
+                    s.may_shut_down |= should_shutdown;
+                });
+                if should_shutdown {
+                    return;
+                }
                 tokio::time::sleep(interval).await;
                 continue;
             }
@@ -116,6 +129,6 @@ fn heartbeat(ctrl: &Controller) -> Heartbeat {
         node_id: ctrl.config().node_id,
         incarnation: ctrl.incarnation(),
         applied_offset: ctrl.image().applied_offset,
-        want_shutdown: false,
+        want_shutdown: ctrl.broker_state().borrow().want_shutdown,
     }
 }

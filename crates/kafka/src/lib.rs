@@ -14,5 +14,6 @@ pub mod dispatch;
 pub mod errors;
 pub mod frame;
 pub mod listener;
+pub mod replica_transport;
 
 pub use context::{FrontEndConfig, Limits, ServerContext};

@@ -9,9 +9,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use ferrymq_broker::replication::fetcher::FetcherConfig;
 use ferrymq_broker::{Broker, BrokerConfig, SystemClock};
 use ferrymq_cluster::topic_config::TOPIC_CONFIGS;
 use ferrymq_cluster::{meta_properties, Controller, ControllerConfig, TopicDefaults};
+use ferrymq_kafka::replica_transport::KafkaReplicaTransport;
 use ferrymq_kafka::{FrontEndConfig, Limits, ServerContext};
 use ferrymq_types::NodeId;
 use tokio::net::TcpListener;
@@ -44,6 +46,12 @@ pub struct ServeConfig {
     pub heartbeat_interval: Duration,
     /// `broker.session.timeout.ms`.
     pub session_timeout: Duration,
+    /// `auto.leader.rebalance.enable`.
+    pub auto_leader_rebalance: bool,
+    /// `leader.imbalance.check.interval.seconds`.
+    pub leader_imbalance_check_interval: Duration,
+    /// `controlled.shutdown.enable`.
+    pub controlled_shutdown: bool,
 }
 
 /// Parses `controller.voters`: `id@host:port,...`.
@@ -91,6 +99,15 @@ pub fn build_config(r: &Resolved) -> Result<ServeConfig> {
             .parse::<u64>("replica.high.watermark.checkpoint.interval.ms")?
             .max(1),
         writer_queue_max: r.parse::<usize>("log.writer.queue.max")?.max(1),
+        replica_lag_time_max_ms: r.parse::<u64>("replica.lag.time.max.ms")?.max(1),
+        fetcher: FetcherConfig {
+            wait_max_ms: r.parse("replica.fetch.wait.max.ms")?,
+            partition_max_bytes: r.parse::<usize>("replica.fetch.max.bytes")?.max(1024),
+            response_max_bytes: r
+                .parse::<usize>("replica.fetch.response.max.bytes")?
+                .max(1024),
+            backoff_ms: r.parse("replica.fetch.backoff.ms")?,
+        },
     };
     let front_end = FrontEndConfig {
         limits: Limits {
@@ -137,6 +154,12 @@ pub fn build_config(r: &Resolved) -> Result<ServeConfig> {
         session_timeout: Duration::from_millis(
             r.parse::<u64>("broker.session.timeout.ms")?.max(50),
         ),
+        auto_leader_rebalance: r.parse("auto.leader.rebalance.enable")?,
+        leader_imbalance_check_interval: Duration::from_secs(
+            r.parse::<u64>("leader.imbalance.check.interval.seconds")?
+                .max(1),
+        ),
+        controlled_shutdown: r.parse("controlled.shutdown.enable")?,
     })
 }
 
@@ -196,6 +219,8 @@ pub async fn run(cfg: ServeConfig) -> Result<()> {
             heartbeat_interval: cfg.heartbeat_interval,
             session_timeout: cfg.session_timeout,
             known_cluster_id: meta.cluster_id.clone(),
+            auto_leader_rebalance: cfg.auto_leader_rebalance,
+            leader_imbalance_check_interval: cfg.leader_imbalance_check_interval,
         },
         controller_listener,
         stop_rx.clone(),
@@ -213,8 +238,14 @@ pub async fn run(cfg: ServeConfig) -> Result<()> {
     };
     meta_properties::record_cluster_id(&data_dir, &cluster_id)
         .context("recording the cluster id")?;
-    let broker = Broker::open(cfg.broker, controller.clone(), Arc::new(SystemClock))
-        .context("opening the broker")?;
+    let transport = Arc::new(KafkaReplicaTransport::new());
+    let broker = Broker::open(
+        cfg.broker,
+        controller.clone(),
+        Arc::new(SystemClock),
+        transport,
+    )
+    .context("opening the broker")?;
     broker.start();
     let ctx = Arc::new(ServerContext {
         broker: broker.clone(),
@@ -223,6 +254,13 @@ pub async fn run(cfg: ServeConfig) -> Result<()> {
     let listening = tokio::spawn(ferrymq_kafka::listener::run(ctx, listener, stop_rx));
     tracing::info!(listen = %local, cluster_id, node_id = meta.node_id.0, "FerryMQ broker ready");
     wait_for_stop_signal().await?;
+    if cfg.controlled_shutdown {
+        // Leadership moves while this broker still answers, so clients follow it at once.
+        let moved = controller
+            .controlled_shutdown(CONTROLLED_SHUTDOWN_WAIT)
+            .await;
+        tracing::info!(moved, "controlled shutdown: leadership moved away");
+    }
     tracing::info!("stopping: closing the listener and flushing logs");
     stop_tx.send_replace(true);
     let _ = listening.await;
@@ -230,6 +268,9 @@ pub async fn run(cfg: ServeConfig) -> Result<()> {
     controller.shutdown().await;
     Ok(())
 }
+
+/// Longest a stopping broker waits for the controller to move its leaderships.
+const CONTROLLED_SHUTDOWN_WAIT: Duration = Duration::from_secs(10);
 
 /// Waits until the controller has registered this node and unfenced it; returns the cluster id.
 async fn wait_until_serving(controller: &Controller) -> Result<String> {

@@ -76,6 +76,10 @@ pub struct ControllerConfig {
     pub session_timeout: Duration,
     /// The cluster id recorded in this node's `meta.properties`, if any.
     pub known_cluster_id: Option<String>,
+    /// `auto.leader.rebalance.enable`: move leadership back to preferred replicas.
+    pub auto_leader_rebalance: bool,
+    /// `leader.imbalance.check.interval.seconds`, as a duration.
+    pub leader_imbalance_check_interval: Duration,
 }
 
 /// A request to create one topic.
@@ -361,6 +365,49 @@ impl Controller {
         .map(|_| ())
     }
 
+    /// AlterPartition: a leader's ISR change, committed only if the leader and partition
+    /// epochs are still current.
+    pub async fn alter_partition(
+        &self,
+        topic_id: Uuid,
+        partition: ferrymq_types::PartitionId,
+        leader_epoch: ferrymq_types::LeaderEpoch,
+        partition_epoch: i32,
+        new_isr: Vec<NodeId>,
+    ) -> Result<()> {
+        let op = AdminOp::AlterPartition {
+            topic_id,
+            partition,
+            leader: self.config.node_id,
+            leader_epoch,
+            partition_epoch,
+            new_isr,
+        };
+        self.submit(op).await.map(|_| ())
+    }
+
+    /// ElectLeaders (preferred): moves leadership of `partitions` (all when `None`) back to
+    /// their first replica where it is live and in sync.
+    pub async fn elect_preferred(
+        &self,
+        partitions: Option<Vec<(String, ferrymq_types::PartitionId)>>,
+    ) -> Result<()> {
+        self.submit(AdminOp::ElectPreferred { partitions })
+            .await
+            .map(|_| ())
+    }
+
+    /// Asks the active controller, through the heartbeats, to move leadership away from this
+    /// broker before it stops; waits until it says so (or `timeout` passes).
+    pub async fn controlled_shutdown(&self, timeout: Duration) -> bool {
+        self.set_broker_state(|s| s.want_shutdown = true);
+        let mut state = self.broker_state();
+        let done = tokio::time::timeout(timeout, state.wait_for(|s| s.may_shut_down))
+            .await
+            .is_ok();
+        done
+    }
+
     /// Runs an admin change on the active controller, here or forwarded, and waits until this
     /// node has applied it.
     async fn submit(&self, op: AdminOp) -> Result<AdminReply> {
@@ -464,6 +511,56 @@ impl Controller {
             ),
             AdminOp::PutPolicy(p) => (plan::put_policy(p)?, false),
             AdminOp::RemovePolicy { name } => (plan::remove_policy(&image, name)?, false),
+            AdminOp::AlterPartition {
+                topic_id,
+                partition,
+                leader,
+                leader_epoch,
+                partition_epoch,
+                new_isr,
+            } => {
+                use crate::election::IsrRefusal;
+                let record = crate::election::alter_isr(
+                    &image,
+                    *topic_id,
+                    *partition,
+                    *leader,
+                    *leader_epoch,
+                    *partition_epoch,
+                    new_isr,
+                )
+                .map_err(|r| match r {
+                    IsrRefusal::UnknownPartition => {
+                        ControllerError::UnknownTopic(format!("{topic_id}-{partition}"))
+                    }
+                    IsrRefusal::FencedLeaderEpoch => {
+                        ControllerError::FencedLeaderEpoch(format!("{topic_id}-{partition}"))
+                    }
+                    IsrRefusal::InvalidUpdateVersion => {
+                        ControllerError::InvalidUpdateVersion(format!("{topic_id}-{partition}"))
+                    }
+                    IsrRefusal::InvalidIsr => {
+                        ControllerError::InvalidRequest(format!("invalid ISR {new_isr:?}"))
+                    }
+                })?;
+                (vec![record], false)
+            }
+            AdminOp::ElectPreferred { partitions } => {
+                let only: Option<Vec<(Uuid, ferrymq_types::PartitionId)>> =
+                    partitions.as_ref().map(|ps| {
+                        ps.iter()
+                            .filter_map(|(t, p)| image.topic(t).map(|t| (t.id, *p)))
+                            .collect()
+                    });
+                let records = crate::election::preferred(&image, only.as_deref());
+                if records.is_empty() {
+                    return Err(ControllerError::ElectionNotNeeded(
+                        "every partition is led by its preferred replica or it is not eligible"
+                            .into(),
+                    ));
+                }
+                (records, false)
+            }
         };
         if validate_only || records.is_empty() {
             return Ok(reply);

@@ -11,6 +11,7 @@ pub mod list_offsets;
 pub mod metadata;
 pub mod offset_for_leader_epoch;
 pub mod produce;
+pub mod replica_fetch;
 pub mod topics;
 
 use ferrymq_types::{LeaderEpoch, TopicPartition};
