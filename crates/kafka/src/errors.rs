@@ -114,7 +114,7 @@ mod tests {
             (ControllerError::InvalidConfig("x".into()), 40),
             (ControllerError::InvalidRequest("x".into()), 42),
             (ControllerError::FencedLeaderEpoch("x".into()), 74),
-            (ControllerError::InvalidUpdateVersion("x".into()), 108),
+            (ControllerError::InvalidUpdateVersion("x".into()), 95),
             (ControllerError::ElectionNotNeeded("x".into()), 84),
             (ControllerError::NotController, 41),
             (ControllerError::NoQuorum("x".into()), 7),
