@@ -10,8 +10,13 @@ use kafka_protocol::messages::{DescribeClusterRequest, MetadataRequest, Metadata
 
 use crate::{free_port, BrokerProcess, RawClient};
 
+/// Cluster tests run one at a time within a test binary: a few 3-node clusters at once would
+/// make the 2-core machine itself the fault under test.
+static ONE_CLUSTER_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// A running cluster.
 pub struct Cluster {
+    _slot: std::sync::MutexGuard<'static, ()>,
     /// Node i (1-based) is `nodes[i - 1]`.
     pub nodes: Vec<BrokerProcess>,
     /// The `--controller-voters` value.
@@ -22,6 +27,9 @@ impl Cluster {
     /// Starts `n` nodes, the first `voters` of them voters, with `overrides` on every node, and
     /// waits until all serve.
     pub fn start(n: usize, voters: usize, overrides: &[&str]) -> Result<Cluster> {
+        let slot = ONE_CLUSTER_AT_A_TIME
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let ctl_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
         let voter_list: Vec<String> = (0..voters.min(n))
             .map(|i| format!("{}@127.0.0.1:{}", i + 1, ctl_ports[i]))
@@ -44,7 +52,11 @@ impl Cluster {
         for b in &mut nodes {
             b.wait_serving(Duration::from_secs(60))?;
         }
-        Ok(Cluster { nodes, voters })
+        Ok(Cluster {
+            _slot: slot,
+            nodes,
+            voters,
+        })
     }
 
     /// Node `id` (1-based).

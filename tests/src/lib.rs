@@ -3,6 +3,7 @@
 //! sending exactly the bytes a test wants (bad input included).
 
 pub mod cluster;
+pub mod workload;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

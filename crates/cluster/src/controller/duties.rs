@@ -58,7 +58,10 @@ pub(super) async fn run(ctrl: Arc<Controller>) {
 /// Moves leadership back to preferred replicas that are live and in sync.
 async fn rebalance_leaders(ctrl: &Controller) {
     let _serial = ctrl.write_lock.lock().await;
-    let records = election::preferred(&ctrl.sm.image(), None);
+    let Ok(image) = ctrl.leader_image().await else {
+        return;
+    };
+    let records = election::preferred(&image, None);
     if records.is_empty() {
         return;
     }
@@ -83,7 +86,9 @@ async fn fence_expired(ctrl: &Controller) {
     };
     for id in expired {
         let _serial = ctrl.write_lock.lock().await;
-        let image = ctrl.sm.image();
+        let Ok(image) = ctrl.leader_image().await else {
+            return;
+        };
         let Some(b) = image.brokers.get(&id).filter(|b| !b.fenced) else {
             continue;
         };

@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ferrymq_types::NodeId;
-use openraft::error::{ClientWriteError, RaftError};
+use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use openraft::{BasicNode, Config, SnapshotPolicy};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
@@ -429,6 +429,7 @@ impl Controller {
                         )
                         .await
                     {
+                        Ok(ResponseBody::Admin(Err(ControllerError::NotController))) => None,
                         Ok(ResponseBody::Admin(r)) => Some(r),
                         Ok(ResponseBody::Refused { reason }) => {
                             Some(Err(ControllerError::InvalidRequest(reason)))
@@ -470,7 +471,7 @@ impl Controller {
         if !self.is_active() {
             return Err(ControllerError::NotController);
         }
-        let image = self.sm.image();
+        let image = self.leader_image().await?;
         let seed = self.topics_created.load(Ordering::Relaxed);
         let mut reply = AdminReply {
             committed_offset: -1,
@@ -570,6 +571,28 @@ impl Controller {
             self.topics_created.fetch_add(1, Ordering::Relaxed);
         }
         Ok(reply)
+    }
+
+    /// The image to plan changes against on the active controller: only once every entry
+    /// committed by earlier leaders is applied here (a new leader's state machine can lag its
+    /// log), so a plan never builds on stale partition epochs.
+    pub(crate) async fn leader_image(&self) -> Result<Arc<MetadataImage>> {
+        match tokio::time::timeout(ADMIN_TIMEOUT, self.raft.ensure_linearizable()).await {
+            Ok(Ok(_)) => Ok(self.sm.image()),
+            Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_)))) => {
+                Err(ControllerError::NotController)
+            }
+            Ok(Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(e)))) => {
+                Err(ControllerError::NoQuorum(format!(
+                    "no majority of controller voters confirms this leader: {e}"
+                )))
+            }
+            Ok(Err(e)) => Err(ControllerError::NoQuorum(e.to_string())),
+            Err(_) => Err(ControllerError::NoQuorum(format!(
+                "leadership not confirmed within {} s: no majority of controller voters",
+                ADMIN_TIMEOUT.as_secs()
+            ))),
+        }
     }
 
     /// Commits records as one Raft entry; returns its metadata offset once applied here.

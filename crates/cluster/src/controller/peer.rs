@@ -69,7 +69,9 @@ impl Controller {
             return self.not_leader();
         }
         let _serial = self.write_lock.lock().await;
-        let image = self.sm.image();
+        let Ok(image) = self.leader_image().await else {
+            return self.not_leader();
+        };
         let now = Instant::now();
         if let Some(b) = image.brokers.get(&reg.node_id) {
             let alive = self
@@ -79,7 +81,7 @@ impl Controller {
                 .is_alive(reg.node_id, now);
             if b.incarnation != reg.incarnation && !b.fenced && alive {
                 tracing::warn!(node = reg.node_id.0, "refusing a duplicate node id");
-                return ResponseBody::Refused {
+                return ResponseBody::DuplicateBroker {
                     reason: format!(
                         "node id {} is already registered by a live broker at {}:{}",
                         reg.node_id, b.host, b.port
@@ -169,7 +171,9 @@ impl Controller {
         let mut fenced = b.fenced;
         if b.fenced && hb.applied_offset >= b.epoch && !hb.want_shutdown {
             let _serial = self.write_lock.lock().await;
-            let image = self.sm.image();
+            let Ok(image) = self.leader_image().await else {
+                return self.not_leader();
+            };
             let still_fenced = image
                 .brokers
                 .get(&hb.node_id)
@@ -208,7 +212,9 @@ impl Controller {
     /// another live ISR member and take it out of the ISRs, then fence it and let it stop.
     async fn on_controlled_shutdown(&self, hb: &Heartbeat) -> ResponseBody {
         let _serial = self.write_lock.lock().await;
-        let image = self.sm.image();
+        let Ok(image) = self.leader_image().await else {
+            return self.not_leader();
+        };
         let Some(b) = image
             .brokers
             .get(&hb.node_id)

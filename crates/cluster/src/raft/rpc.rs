@@ -165,7 +165,10 @@ pub enum ResponseBody {
     NotLeader { leader_addr: Option<String> },
     /// The controller does not know this broker incarnation: register again.
     ReRegister,
-    /// Refused for good (other cluster, duplicate node id, malformed request).
+    /// Another live incarnation holds this node id: retry once its session expires (a node
+    /// restarting right after a crash), or never serve (a misconfigured twin).
+    DuplicateBroker { reason: String },
+    /// Refused for good (other cluster, malformed request).
     Refused { reason: String },
 }
 
