@@ -83,7 +83,7 @@ impl ProducerRun {
                 if pending.len() >= 200 {
                     drain(&mut pending, &a, &f).await;
                 }
-                if n % 50 == 0 {
+                if n.is_multiple_of(50) {
                     tokio::task::yield_now().await;
                 }
             }
