@@ -299,3 +299,93 @@ async fn fast_successive_failovers_lose_nothing() {
     eprintln!("{}", check(&acked, &read, false));
     replicas_identical(&c, &t, 0, &[1, 2, 3]).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn controlled_shutdown_moves_leadership_and_elect_leaders_brings_it_back() {
+    use kafka_protocol::messages::elect_leaders_request::TopicPartitions;
+    use kafka_protocol::messages::{ElectLeadersRequest, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+    let mut c = Cluster::start(3, 3, &["auto.leader.rebalance.enable=false"]).unwrap();
+    let t = topic("preferred");
+    create(&c, &t, 1, 3, "2").await;
+    let md = c.metadata(1).await.unwrap();
+    let preferred = find_topic(&md, &t).unwrap().partitions[0].replica_nodes[0].0 as usize;
+    assert_eq!(c.leader(1, &t, 0).await.unwrap() as usize, preferred);
+    let run = ProducerRun::start(&c.bootstrap(), &t, 1, &[]);
+    assert!(run.wait_acked(1_000, TIMEOUT).await);
+    // SIGTERM: leadership moves before the process goes.
+    assert_eq!(c.node(preferred).stop().unwrap(), 0);
+    assert!(
+        c.node(preferred)
+            .log()
+            .contains("controlled shutdown: leadership moved away moved=true"),
+        "{}",
+        c.node(preferred).log()
+    );
+    let via = (1..=3).find(|n| *n != preferred).unwrap();
+    let other = c.leader(via, &t, 0).await.unwrap() as usize;
+    assert!(other != preferred && other > 0);
+    let before = run.acked_count();
+    assert!(
+        run.wait_acked(before + 1_000, TIMEOUT).await,
+        "production continues on the new leader"
+    );
+    c.node(preferred).restart().unwrap();
+    wait_full_isr(&c, &t, 3).await;
+    assert_eq!(
+        c.leader(via, &t, 0).await.unwrap() as usize,
+        other,
+        "no automatic move back when disabled"
+    );
+    // ElectLeaders on demand.
+    let mut raw = ferrymq_e2e::RawClient::connect(&c.nodes[via - 1].addr)
+        .await
+        .unwrap();
+    let req = ElectLeadersRequest::default()
+        .with_election_type(0)
+        .with_timeout_ms(10_000)
+        .with_topic_partitions(Some(vec![TopicPartitions::default()
+            .with_topic(TopicName(StrBytes::from_string(t.clone())))
+            .with_partitions(vec![0])]));
+    let resp = raw.call(&req, 2).await.unwrap();
+    assert_eq!(
+        resp.replica_election_results[0].partition_result[0].error_code, 0,
+        "{resp:?}"
+    );
+    c.wait_metadata(via, TIMEOUT, |md| {
+        find_topic(md, &t).is_some_and(|t| t.partitions[0].leader_id.0 as usize == preferred)
+    })
+    .await
+    .unwrap();
+    let again = raw.call(&req, 2).await.unwrap();
+    assert_eq!(
+        again.replica_election_results[0].partition_result[0].error_code, 84,
+        "ELECTION_NOT_NEEDED the second time"
+    );
+    let (_, acked, _) = run.finish().await;
+    let read = read_all(&c.bootstrap(), &t, 1);
+    eprintln!("{}", check(&acked, &read, false));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_preferred_leader_returns_by_itself_once_back_in_sync() {
+    let mut c = Cluster::start(3, 3, &["leader.imbalance.check.interval.seconds=1"]).unwrap();
+    let t = topic("auto-preferred");
+    create(&c, &t, 1, 3, "2").await;
+    let preferred = c.leader(1, &t, 0).await.unwrap() as usize;
+    c.node(preferred).kill9();
+    let via = (1..=3).find(|n| *n != preferred).unwrap();
+    c.wait_metadata(via, TIMEOUT, |md| {
+        find_topic(md, &t).is_some_and(|t| {
+            t.partitions[0].leader_id.0 > 0 && t.partitions[0].leader_id.0 as usize != preferred
+        })
+    })
+    .await
+    .unwrap();
+    c.node(preferred).restart().unwrap();
+    c.wait_metadata(via, TIMEOUT, |md| {
+        find_topic(md, &t).is_some_and(|t| t.partitions[0].leader_id.0 as usize == preferred)
+    })
+    .await
+    .unwrap();
+}

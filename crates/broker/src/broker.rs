@@ -91,7 +91,9 @@ impl Broker {
             config.fetcher,
             stop,
         );
-        fetchers.update(&partitions.apply_image(&controller.image()));
+        if let Some(follow) = partitions.apply_image(&controller.image()) {
+            fetchers.update(&follow);
+        }
         if clean {
             std::fs::remove_file(&marker)
                 .and_then(|_| sync_dir(&config.data_dir))
@@ -270,8 +272,9 @@ impl Broker {
 
     /// Applies a metadata image: hosted partitions and what the fetchers follow.
     fn apply_image(&self, image: &MetadataImage) {
-        let follow = self.partitions.apply_image(image);
-        self.fetchers.update(&follow);
+        if let Some(follow) = self.partitions.apply_image(image) {
+            self.fetchers.update(&follow);
+        }
     }
 
     /// Proposes the ISR changes leaders want (AlterPartition), one in flight per partition.

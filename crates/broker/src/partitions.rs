@@ -34,6 +34,15 @@ pub struct StartupState {
     pub log_starts: BTreeMap<TopicPartition, Offset>,
 }
 
+/// What image application remembers between calls.
+#[derive(Debug)]
+struct Applying {
+    /// Checkpoints read at startup, consumed by the first application.
+    startup: Option<StartupState>,
+    /// Metadata offset of the last image applied.
+    offset: i64,
+}
+
 /// The partitions hosted here.
 #[derive(Debug)]
 pub struct Partitions {
@@ -42,7 +51,7 @@ pub struct Partitions {
     topic_defaults: TopicDefaults,
     map: RwLock<HashMap<TopicPartition, Arc<Partition>>>,
     /// Serialises image application (opening logs is not idempotent under races).
-    applying: Mutex<Option<StartupState>>,
+    applying: Mutex<Applying>,
     clock: Arc<dyn Clock>,
 }
 
@@ -60,7 +69,10 @@ impl Partitions {
             data_dir,
             topic_defaults,
             map: RwLock::new(HashMap::new()),
-            applying: Mutex::new(Some(startup)),
+            applying: Mutex::new(Applying {
+                startup: Some(startup),
+                offset: -1,
+            }),
             clock,
         }
     }
@@ -83,10 +95,16 @@ impl Partitions {
     /// Brings the hosted set in line with `image`. Storage errors take only the affected
     /// partition out (it stays absent and is logged); the rest proceed. Returns the partitions
     /// this node follows, with their leaders, for the replica fetchers.
-    pub fn apply_image(&self, image: &MetadataImage) -> Vec<(TopicPartition, NodeId)> {
+    pub fn apply_image(&self, image: &MetadataImage) -> Option<Vec<(TopicPartition, NodeId)>> {
         let mut follow = Vec::new();
         let mut applying = self.applying.lock().expect("apply lock");
-        let startup = applying.take();
+        // Images are applied from several tasks (metadata follower, admin requests): never go
+        // back to an older one, whatever order they arrive in.
+        if image.applied_offset < applying.offset {
+            return None;
+        }
+        applying.offset = image.applied_offset;
+        let startup = applying.startup.take();
         let mut wanted: HashMap<TopicPartition, ()> = HashMap::new();
         for topic in image.topics.values() {
             let settings = TopicSettings::resolve(&topic.configs, &self.topic_defaults);
@@ -153,7 +171,7 @@ impl Partitions {
         if startup.is_some() {
             self.remove_orphan_dirs(&wanted);
         }
-        follow
+        Some(follow)
     }
 
     fn remove(&self, tp: &TopicPartition) {

@@ -58,6 +58,7 @@ pub const APIS: &[ApiSpec] = &[
     spec(ApiKey::IncrementalAlterConfigs, 0, 1),
     spec(ApiKey::DescribeCluster, 0, 2),
     spec(ApiKey::FindCoordinator, 0, 4),
+    spec(ApiKey::ElectLeaders, 0, 2),
 ];
 
 // Every advertised range must be one the wire library can decode and encode.
@@ -169,6 +170,7 @@ pub async fn handle(ctx: &Arc<ServerContext>, frame: Bytes) -> Outcome {
         ),
         ApiKey::DescribeCluster => call!(DescribeClusterRequest, api::describe_cluster::handle),
         ApiKey::FindCoordinator => call!(FindCoordinatorRequest, api::find_coordinator::handle),
+        ApiKey::ElectLeaders => call!(ElectLeadersRequest, api::elect_leaders::handle),
         other => Outcome::Close(format!("no handler for {other:?}")),
     }
 }

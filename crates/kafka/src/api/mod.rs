@@ -5,6 +5,7 @@ pub mod api_versions;
 pub mod configs;
 pub mod delete_records;
 pub mod describe_cluster;
+pub mod elect_leaders;
 pub mod fetch;
 pub mod find_coordinator;
 pub mod list_offsets;
