@@ -215,6 +215,19 @@ impl Broker {
         acks: Acks,
         timeout: Duration,
     ) -> Result<Produced, BrokerError> {
+        self.submit_produce(tp, batch, acks, timeout).await?.await
+    }
+
+    /// Checks and queues a producer's batch; returns once it is queued (appends happen in
+    /// queueing order, which is how a connection keeps its produce requests in order) with a
+    /// future that resolves as `acks` requires.
+    pub async fn submit_produce(
+        &self,
+        tp: &TopicPartition,
+        batch: ValidatedBatch,
+        acks: Acks,
+        timeout: Duration,
+    ) -> Result<impl std::future::Future<Output = Result<Produced, BrokerError>>, BrokerError> {
         let partition = self.partition(tp)?;
         partition.check_produce(batch.len(), acks == Acks::All)?;
         let durability = if acks == Acks::All || self.config.flush_interval_messages <= 1 {
@@ -224,35 +237,38 @@ impl Broker {
         };
         let mut hw = partition.subscribe_hw();
         let epoch = partition.leader_epoch();
-        let append = self
+        let appended = self
             .writer
-            .append(partition.clone(), batch, durability)
+            .submit(partition.clone(), batch, durability)
             .await?;
-        if acks == Acks::All {
-            // Answered once every ISR member has the batch (fsynced), or with the reason it
-            // cannot be: leadership moved, or the ISR fell below min.insync.replicas.
-            let target = append.log_end_offset;
-            let wait = async {
-                loop {
-                    match partition.ack_state(target, epoch) {
-                        AckState::Done => return Ok(()),
-                        AckState::Failed(e) => return Err(e),
-                        AckState::Wait => {}
+        Ok(async move {
+            let append = appended.await?;
+            if acks == Acks::All {
+                // Answered once every ISR member has the batch (fsynced), or with the reason
+                // it cannot be: leadership moved, or the ISR fell below min.insync.replicas.
+                let target = append.log_end_offset;
+                let wait = async {
+                    loop {
+                        match partition.ack_state(target, epoch) {
+                            AckState::Done => return Ok(()),
+                            AckState::Failed(e) => return Err(e),
+                            AckState::Wait => {}
+                        }
+                        if hw.changed().await.is_err() {
+                            return Err(BrokerError::NotLeaderOrFollower);
+                        }
                     }
-                    if hw.changed().await.is_err() {
-                        return Err(BrokerError::NotLeaderOrFollower);
-                    }
+                };
+                match tokio::time::timeout(timeout, wait).await {
+                    Ok(result) => result?,
+                    Err(_) => return Err(BrokerError::RequestTimedOut),
                 }
-            };
-            match tokio::time::timeout(timeout, wait).await {
-                Ok(result) => result?,
-                Err(_) => return Err(BrokerError::RequestTimedOut),
             }
-        }
-        let (_, _, log_start_offset) = partition.checkpoint_offsets();
-        Ok(Produced {
-            append,
-            log_start_offset,
+            let (_, _, log_start_offset) = partition.checkpoint_offsets();
+            Ok(Produced {
+                append,
+                log_start_offset,
+            })
         })
     }
 

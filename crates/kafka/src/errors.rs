@@ -43,13 +43,15 @@ pub fn controller(e: &ControllerError) -> ResponseError {
     }
 }
 
-/// The Kafka error for a refused batch: damaged bytes are CORRUPT_MESSAGE, well-formed but
-/// invalid batches INVALID_RECORD, as Kafka's `CorruptRecordException`/`InvalidRecordException`.
+/// The Kafka error for a refused produce batch, as Kafka's batch reader and validator decide:
+/// a CRC mismatch or an unknown magic (> 2) is CORRUPT_MESSAGE; an older magic, a batch cut
+/// short of its length (no complete batch), inconsistent counts or several batches are
+/// INVALID_RECORD.
 pub fn batch(e: &BatchError) -> ResponseError {
-    if e.is_corruption() {
-        ResponseError::CorruptMessage
-    } else {
-        ResponseError::InvalidRecord
+    match e {
+        BatchError::BadCrc { .. } | BatchError::BadLength { .. } => ResponseError::CorruptMessage,
+        BatchError::BadMagic { magic } if *magic > 2 => ResponseError::CorruptMessage,
+        _ => ResponseError::InvalidRecord,
     }
 }
 
@@ -132,6 +134,15 @@ mod tests {
             2
         );
         assert_eq!(batch(&BatchError::BadMagic { magic: 1 }).code(), 87);
+        assert_eq!(batch(&BatchError::BadMagic { magic: 3 }).code(), 2);
+        assert_eq!(
+            batch(&BatchError::Truncated {
+                needed: 9,
+                available: 8
+            })
+            .code(),
+            87
+        );
         assert_eq!(batch(&BatchError::NotOneBatch { count: 2 }).code(), 87);
     }
 }

@@ -14,6 +14,7 @@ pub mod dispatch;
 pub mod errors;
 pub mod frame;
 pub mod listener;
+pub mod order;
 pub mod replica_transport;
 
 pub use context::{FrontEndConfig, Limits, ServerContext};
