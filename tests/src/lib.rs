@@ -2,6 +2,9 @@
 //! with its own temporary data dir, killed on drop, and a raw Kafka-protocol client for
 //! sending exactly the bytes a test wants (bad input included).
 
+pub mod cluster;
+pub mod workload;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -52,28 +55,43 @@ pub struct BrokerProcess {
     pub data_dir: PathBuf,
     log_path: PathBuf,
     extra: Vec<String>,
+    /// Command-line arguments before the overrides (node id, controller settings).
+    args: Vec<String>,
+    /// "ready" lines in the log before the current start.
+    ready_lines: usize,
     _tmp: Option<tempfile::TempDir>,
 }
 
 impl BrokerProcess {
     /// Starts a broker on a free port with a fresh data dir and extra `--override` settings.
     pub fn start(overrides: &[&str]) -> Result<BrokerProcess> {
-        let tmp = tempfile::tempdir()?;
-        let data_dir = tmp.path().join("data");
-        let log_path = tmp.path().join("broker.log");
-        let mut b = BrokerProcess {
-            child: None,
-            addr: format!("127.0.0.1:{}", free_port()),
-            data_dir,
-            log_path,
-            extra: overrides.iter().map(|s| s.to_string()).collect(),
-            _tmp: Some(tmp),
-        };
+        let mut b = BrokerProcess::prepare(overrides, Vec::new())?;
         b.spawn()?;
         Ok(b)
     }
 
-    fn spawn(&mut self) -> Result<()> {
+    /// A broker ready to start with `args` before the overrides (not started yet).
+    pub fn prepare(overrides: &[&str], args: Vec<String>) -> Result<BrokerProcess> {
+        let tmp = tempfile::tempdir()?;
+        Ok(BrokerProcess {
+            child: None,
+            addr: format!("127.0.0.1:{}", free_port()),
+            data_dir: tmp.path().join("data"),
+            log_path: tmp.path().join("broker.log"),
+            extra: overrides.iter().map(|s| s.to_string()).collect(),
+            args,
+            ready_lines: 0,
+            _tmp: Some(tmp),
+        })
+    }
+
+    /// Sets the arguments given before the overrides (takes effect at the next start).
+    pub fn set_args(&mut self, args: Vec<String>) {
+        self.args = args;
+    }
+
+    /// Starts the process without waiting for it to serve.
+    pub fn launch(&mut self) -> Result<()> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -84,23 +102,36 @@ impl BrokerProcess {
             .arg(&self.addr)
             .arg("--data-dir")
             .arg(&self.data_dir)
+            .args(&self.args)
             .env(
                 "RUST_LOG",
-                std::env::var("FERRYMQ_TEST_LOG").unwrap_or_else(|_| "info".into()),
+                std::env::var("FERRYMQ_TEST_LOG").unwrap_or_else(|_| "info,openraft=warn".into()),
             )
             .stdout(Stdio::null())
             .stderr(Stdio::from(log));
         for o in &self.extra {
             cmd.arg("--override").arg(o);
         }
+        self.ready_lines = self.log().matches("FerryMQ broker ready").count();
         self.child = Some(cmd.spawn().context("spawning ferrymq")?);
+        Ok(())
+    }
+
+    /// Waits until the process logs that it serves (or exits, or `timeout` passes).
+    pub fn wait_serving(&mut self, timeout: Duration) -> Result<()> {
+        self.wait_ready(timeout)
+    }
+
+    fn spawn(&mut self) -> Result<()> {
+        self.launch()?;
         self.wait_ready(Duration::from_secs(30))
     }
 
     fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
         loop {
-            if std::net::TcpStream::connect(&self.addr).is_ok() {
+            // Serving starts once the node is registered with the controller and caught up.
+            if self.log().matches("FerryMQ broker ready").count() > self.ready_lines {
                 return Ok(());
             }
             if let Some(status) = self
@@ -168,6 +199,33 @@ impl BrokerProcess {
     pub fn restart(&mut self) -> Result<()> {
         assert!(self.child.is_none(), "stop or kill the broker first");
         self.spawn()
+    }
+
+    /// Sends a signal (`STOP`, `CONT`, `TERM`...) to the process.
+    pub fn signal(&self, sig: &str) {
+        if let Some(c) = &self.child {
+            let _ = Command::new("kill")
+                .arg(format!("-{sig}"))
+                .arg(c.id().to_string())
+                .status();
+        }
+    }
+
+    /// Waits for the process to exit on its own; its exit code.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                self.child = None;
+                return Some(status.code().unwrap_or(-1));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
     }
 
     /// True while the process runs.

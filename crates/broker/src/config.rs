@@ -30,6 +30,10 @@ pub struct BrokerConfig {
     pub producer_id_expiration_ms: i64,
     /// `producer.id.expiration.check.interval.ms`: how often expired producers are looked for.
     pub producer_id_expiration_check_interval_ms: u64,
+    /// `replica.lag.time.max.ms`: a follower not caught up for this long leaves the ISR.
+    pub replica_lag_time_max_ms: u64,
+    /// `replica.fetch.*` settings of the follower fetchers.
+    pub fetcher: crate::replication::fetcher::FetcherConfig,
 }
 
 impl BrokerConfig {
@@ -46,6 +50,13 @@ impl BrokerConfig {
             writer_queue_max: 4096,
             producer_id_expiration_ms: 86_400_000,
             producer_id_expiration_check_interval_ms: 600_000,
+            replica_lag_time_max_ms: 10_000,
+            fetcher: crate::replication::fetcher::FetcherConfig {
+                wait_max_ms: 500,
+                partition_max_bytes: 1 << 20,
+                response_max_bytes: 10 << 20,
+                backoff_ms: 100,
+            },
         }
     }
 }

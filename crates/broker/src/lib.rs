@@ -16,6 +16,7 @@ pub mod log_writer;
 pub mod partition;
 pub mod partitions;
 pub mod producer_ids;
+pub mod replication;
 
 pub use broker::{Acks, Broker, Produced, CLEAN_SHUTDOWN_MARKER};
 pub use clock::{Clock, SystemClock};

@@ -1,7 +1,9 @@
 //! Errors of the metadata layer; the Kafka front end maps each to the error code Kafka uses.
 
+use serde::{Deserialize, Serialize};
+
 /// Why a metadata change was refused or failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 pub enum ControllerError {
     /// Illegal topic name (characters, length, collision).
     #[error("invalid topic: {0}")]
@@ -27,7 +29,22 @@ pub enum ControllerError {
     /// The request is malformed in a way no specific code covers.
     #[error("invalid request: {0}")]
     InvalidRequest(String),
-    /// The metadata log could not be written or read: the change did not commit.
+    /// An ISR change from a leader that is no longer the leader, or in an older epoch.
+    #[error("fenced leader epoch: {0}")]
+    FencedLeaderEpoch(String),
+    /// An ISR change based on an older partition state.
+    #[error("invalid update version: {0}")]
+    InvalidUpdateVersion(String),
+    /// No replica could be elected (ElectLeaders).
+    #[error("election not needed or not possible: {0}")]
+    ElectionNotNeeded(String),
+    /// This node is not (or no longer) the active controller.
+    #[error("not the active controller")]
+    NotController,
+    /// No majority of controller voters: metadata cannot change now.
+    #[error("metadata quorum unavailable: {0}")]
+    NoQuorum(String),
+    /// The metadata log could not be written or read.
     #[error("metadata storage: {0}")]
     Storage(String),
 }

@@ -7,11 +7,14 @@
 //! into calls on the broker core and the controller, and their results back into responses.
 
 pub mod api;
+pub mod client;
 pub mod connection;
 pub mod context;
 pub mod dispatch;
 pub mod errors;
 pub mod frame;
 pub mod listener;
+pub mod order;
+pub mod replica_transport;
 
 pub use context::{FrontEndConfig, Limits, ServerContext};

@@ -10,7 +10,8 @@ use tracing_subscriber::EnvFilter;
 pub fn init(level: &str, format: &str) -> Result<()> {
     let filter = match std::env::var("RUST_LOG") {
         Ok(v) if !v.is_empty() => EnvFilter::try_new(v)?,
-        _ => EnvFilter::try_new(level)?,
+        // openraft narrates every election at info; its warnings are what an operator needs.
+        _ => EnvFilter::try_new(format!("openraft=warn,{level}"))?,
     };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

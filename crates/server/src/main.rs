@@ -3,6 +3,7 @@
 //!
 //! This crate wires and configures; it holds no protocol or replication logic.
 
+mod cli;
 mod logging;
 mod serve;
 mod settings;
@@ -28,6 +29,22 @@ enum Command {
     Serve(ServeArgs),
     /// Print the settings table in Markdown (the source of docs/configuration.md).
     Settings,
+    /// A local cluster of child processes on loopback (Ctrl-C stops it).
+    Dev(cli::dev::DevArgs),
+    /// Inspect a running cluster.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ClusterCommand {
+    /// Brokers (live or fenced), the active controller, and each partition's leader, replicas
+    /// and ISR. Exits 0 when healthy, 2 when a broker is fenced or a partition has no leader.
+    Status {
+        /// Any broker's Kafka address.
+        #[arg(long, default_value = "127.0.0.1:9092")]
+        bootstrap: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -47,6 +64,12 @@ struct ServeArgs {
     /// Node id (setting `node.id`).
     #[arg(long)]
     node_id: Option<i32>,
+    /// Controller listener for Raft and broker RPCs (setting `controller.listen`).
+    #[arg(long, value_name = "HOST:PORT")]
+    controller_listen: Option<String>,
+    /// Controller quorum voters, `id@host:port,...` (setting `controller.voters`).
+    #[arg(long, value_name = "ID@HOST:PORT,...")]
+    controller_voters: Option<String>,
     /// Log filter, e.g. `info` or `info,ferrymq_broker=debug` (setting `log.level`).
     #[arg(long)]
     log_level: Option<String>,
@@ -73,6 +96,8 @@ impl ServeArgs {
             self.data_dir.as_ref().map(|p| p.display().to_string()),
         );
         put("node.id", self.node_id.map(|n| n.to_string()));
+        put("controller.listen", self.controller_listen.clone());
+        put("controller.voters", self.controller_voters.clone());
         put("log.level", self.log_level.clone());
         put("log.format", self.log_format.clone());
         for o in &self.overrides {
@@ -85,12 +110,23 @@ impl ServeArgs {
     }
 }
 
+fn tokio_runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Settings => {
             print!("{}", settings::markdown_table());
             Ok(())
+        }
+        Command::Dev(args) => tokio_runtime()?.block_on(cli::dev::run(args)),
+        Command::Cluster(ClusterCommand::Status { bootstrap }) => {
+            let code = tokio_runtime()?.block_on(cli::cluster::status(&bootstrap))?;
+            std::process::exit(code);
         }
         Command::Serve(args) => {
             let env: BTreeMap<String, String> = std::env::vars()

@@ -82,8 +82,7 @@ pub async fn handle(
         }
     }
     let brokers = image
-        .brokers
-        .values()
+        .live_brokers()
         .map(|b| {
             MetadataResponseBroker::default()
                 .with_node_id(BrokerId(b.id.0))
@@ -95,7 +94,9 @@ pub async fn handle(
     let mut resp = MetadataResponse::default()
         .with_brokers(brokers)
         .with_cluster_id(Some(str_bytes(image.cluster_id.clone())))
-        .with_controller_id(BrokerId(image.controller_id.map_or(-1, |c| c.0)))
+        // As KRaft brokers do: clients send admin requests to "the controller", and every
+        // broker forwards them to the active one, so this (live) broker is named.
+        .with_controller_id(BrokerId(ctx.broker.config().node_id.0))
         .with_topics(topics);
     // No authorizer: every operation is allowed. Answer the bitsets when asked (v8+), since
     // clients decode the "not requested" value as an invalid operation.
@@ -159,11 +160,11 @@ fn topic_entry(t: &TopicInfo, image: &MetadataImage) -> MetadataResponseTopic {
         .partitions
         .iter()
         .map(|(pid, p)| {
-            let leader = p.leader.filter(|l| image.brokers.contains_key(l));
+            let leader = p.leader.filter(|l| image.is_live(*l));
             let offline: Vec<BrokerId> = p
                 .replicas
                 .iter()
-                .filter(|r| !image.brokers.contains_key(r))
+                .filter(|r| !image.is_live(**r))
                 .map(|r| BrokerId(r.0))
                 .collect();
             let error = if leader.is_none() {

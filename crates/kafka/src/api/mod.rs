@@ -5,6 +5,7 @@ pub mod api_versions;
 pub mod configs;
 pub mod delete_records;
 pub mod describe_cluster;
+pub mod elect_leaders;
 pub mod fetch;
 pub mod find_coordinator;
 pub mod init_producer_id;
@@ -12,6 +13,7 @@ pub mod list_offsets;
 pub mod metadata;
 pub mod offset_for_leader_epoch;
 pub mod produce;
+pub mod replica_fetch;
 pub mod topics;
 
 use ferrymq_types::{LeaderEpoch, TopicPartition};

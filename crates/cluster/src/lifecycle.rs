@@ -1,0 +1,149 @@
+//! This node as a broker of the cluster: it registers with the active controller (a new
+//! incarnation at every process start), then heartbeats every `broker.heartbeat.interval.ms`
+//! with the metadata offset it has applied. The controller unfences it once it has caught up,
+//! and fences it if the heartbeats stop. A duplicate node id is retried until the other
+//! incarnation's session expires (a quick restart after a crash); a refusal (another cluster) is
+//! final: the node reports it and stops.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::controller::Controller;
+use crate::raft::rpc::{Heartbeat, Registration, RequestBody, ResponseBody};
+
+/// This node's standing with the controller.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct BrokerState {
+    /// Registered with the active controller.
+    pub registered: bool,
+    /// Fenced (not serving) according to the last heartbeat answer.
+    pub fenced: bool,
+    /// The cluster id learned at registration.
+    pub cluster_id: Option<String>,
+    /// Set when the controller refused this node for good.
+    pub refused: Option<String>,
+    /// Set while the controller refuses this node id as a duplicate of a live broker.
+    pub duplicate: Option<String>,
+    /// This broker is stopping and asks for its leaderships to move first.
+    pub want_shutdown: bool,
+    /// The controller moved every leadership away: the broker may stop now.
+    pub may_shut_down: bool,
+}
+
+/// Registers, then heartbeats, until the node stops or is refused.
+pub async fn run(ctrl: Arc<Controller>) {
+    let interval = ctrl.config().heartbeat_interval;
+    let mut registered = false;
+    let mut hint: Option<String> = None;
+    let mut voter_turn = 0usize;
+    let mut duplicate_logged = false;
+    loop {
+        if ctrl.stopping() {
+            return;
+        }
+        // The active controller as Raft knows it, else a hint from a NotLeader answer, else
+        // the voters in turn.
+        let (node, addr) = match (ctrl.leader(), hint.take()) {
+            (Some((id, addr)), _) => (Some(id), addr),
+            (None, Some(addr)) => (None, addr),
+            (None, None) => {
+                let voters = ctrl.voter_addrs();
+                let (id, addr) = voters[voter_turn % voters.len()].clone();
+                voter_turn += 1;
+                (Some(id), addr)
+            }
+        };
+        let body = if registered {
+            RequestBody::Heartbeat(heartbeat(&ctrl))
+        } else {
+            RequestBody::Register(registration(&ctrl))
+        };
+        match ctrl.call_controller(node, &addr, body).await {
+            Ok(ResponseBody::Registered {
+                cluster_id,
+                broker_epoch,
+            }) => {
+                if let Some(known) = &ctrl.config().known_cluster_id {
+                    if *known != cluster_id {
+                        refuse(&ctrl, format!("this node's data dir belongs to cluster {known}, the controller's cluster is {cluster_id}"));
+                        return;
+                    }
+                }
+                tracing::info!(cluster_id, broker_epoch, "registered with the controller");
+                registered = true;
+                ctrl.set_broker_state(|s| {
+                    s.registered = true;
+                    s.duplicate = None;
+                    // Serving starts with the first heartbeat answer that says unfenced.
+                    s.fenced = true;
+                    s.cluster_id = Some(cluster_id);
+                });
+                continue;
+            }
+            Ok(ResponseBody::HeartbeatAck {
+                fenced,
+                should_shutdown,
+            }) => {
+                ctrl.set_broker_state(|s| {
+                    s.fenced = fenced;
+                    s.may_shut_down |= should_shutdown;
+                });
+                if should_shutdown {
+                    return;
+                }
+                tokio::time::sleep(interval).await;
+                continue;
+            }
+            Ok(ResponseBody::ReRegister) => registered = false,
+            Ok(ResponseBody::NotLeader { leader_addr }) => hint = leader_addr,
+            Ok(ResponseBody::DuplicateBroker { reason }) => {
+                // As KRaft: the previous incarnation's session must expire first.
+                if !duplicate_logged {
+                    tracing::error!(reason, "registration refused: duplicate node id; retrying until the other incarnation's session expires");
+                    duplicate_logged = true;
+                }
+                ctrl.set_broker_state(|s| s.duplicate = Some(reason));
+                tokio::time::sleep(ctrl.config().session_timeout / 2).await;
+                continue;
+            }
+            Ok(ResponseBody::Refused { reason }) => {
+                refuse(&ctrl, reason);
+                return;
+            }
+            Ok(other) => tracing::debug!(?other, "unexpected controller answer"),
+            Err(e) => tracing::debug!(addr, error = %e, "controller unreachable"),
+        }
+        tokio::time::sleep(Duration::from_millis(50).min(interval)).await;
+    }
+}
+
+fn refuse(ctrl: &Controller, reason: String) {
+    tracing::error!(
+        reason,
+        "the controller refused this node; it will not serve"
+    );
+    ctrl.set_broker_state(|s| s.refused = Some(reason));
+}
+
+fn registration(ctrl: &Controller) -> Registration {
+    let c = ctrl.config();
+    Registration {
+        node_id: c.node_id,
+        incarnation: ctrl.incarnation(),
+        host: c.advertised_host.clone(),
+        port: c.advertised_port,
+        rack: c.rack.clone(),
+        controller_addr: c.controller_addr.clone(),
+    }
+}
+
+fn heartbeat(ctrl: &Controller) -> Heartbeat {
+    Heartbeat {
+        node_id: ctrl.config().node_id,
+        incarnation: ctrl.incarnation(),
+        applied_offset: ctrl.image().applied_offset,
+        want_shutdown: ctrl.broker_state().borrow().want_shutdown,
+    }
+}

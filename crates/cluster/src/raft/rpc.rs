@@ -1,0 +1,331 @@
+//! The inter-node protocol on the controller listener: Raft RPCs between controller nodes,
+//! and broker RPCs (registration, heartbeats, forwarded admin operations) to the active
+//! controller.
+//!
+//! A frame is a big-endian u32 length and a JSON body, at most `PEER_FRAME_BYTES_MAX`. Every
+//! request carries the sender's node id and cluster id; a node refuses a request from another
+//! cluster. A frame that cannot be read or parsed ends that connection only, logged once, like
+//! a malformed client frame on the Kafka listener.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{InstallSnapshotError, RaftError};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Mutex};
+use uuid::Uuid;
+
+use super::TypeConfig;
+use crate::controller::{ConfigOp, CreateTopic, TopicCreated};
+use crate::error::ControllerError;
+use crate::records::PolicyRecord;
+use ferrymq_types::NodeId;
+
+/// Largest inter-node frame (snapshots travel in chunks well below this).
+pub const PEER_FRAME_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+/// A request between nodes.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PeerRequest {
+    /// The sender's cluster id; empty while it does not know one yet.
+    pub cluster_id: String,
+    /// The sender's node id.
+    pub from: u64,
+    /// What is asked.
+    pub body: RequestBody,
+}
+
+/// A broker's registration with the active controller.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Registration {
+    /// Node id.
+    pub node_id: NodeId,
+    /// This process start.
+    pub incarnation: Uuid,
+    /// Advertised Kafka host.
+    pub host: String,
+    /// Advertised Kafka port.
+    pub port: u16,
+    /// Rack.
+    pub rack: Option<String>,
+    /// Controller listener address (for Raft replication to this node).
+    pub controller_addr: String,
+}
+
+/// A broker's heartbeat.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Heartbeat {
+    /// Node id.
+    pub node_id: NodeId,
+    /// Incarnation it registered with.
+    pub incarnation: Uuid,
+    /// Metadata offset this node has applied.
+    pub applied_offset: i64,
+    /// The broker is shutting down and wants leadership moved away first.
+    pub want_shutdown: bool,
+}
+
+/// An admin change forwarded to the active controller.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum AdminOp {
+    /// CreateTopics for one topic.
+    CreateTopic {
+        request: CreateTopic,
+        validate_only: bool,
+    },
+    /// DeleteTopics for one topic.
+    DeleteTopic { name: String },
+    /// CreatePartitions for one topic.
+    CreatePartitions {
+        name: String,
+        total: i32,
+        assignments: Option<Vec<Vec<NodeId>>>,
+        validate_only: bool,
+    },
+    /// Incremental config change of one topic.
+    AlterTopicConfigs {
+        name: String,
+        ops: Vec<ConfigOp>,
+        validate_only: bool,
+    },
+    /// Create or replace a replication policy.
+    PutPolicy(PolicyRecord),
+    /// Remove a replication policy.
+    RemovePolicy { name: String },
+    /// A partition leader's ISR change (Kafka's AlterPartition).
+    AlterPartition {
+        topic_id: Uuid,
+        partition: ferrymq_types::PartitionId,
+        leader: NodeId,
+        leader_epoch: ferrymq_types::LeaderEpoch,
+        partition_epoch: i32,
+        new_isr: Vec<NodeId>,
+    },
+    /// Preferred leader election for some partitions (all when `None`).
+    ElectPreferred {
+        partitions: Option<Vec<(String, ferrymq_types::PartitionId)>>,
+    },
+    /// Grant the next block of producer ids to a broker.
+    AllocateProducerIds { node_id: NodeId },
+}
+
+/// The outcome of a committed admin change.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AdminReply {
+    /// Metadata offset at which it committed (-1 if nothing was written).
+    pub committed_offset: i64,
+    /// For CreateTopic.
+    pub created: Option<TopicCreated>,
+    /// For DeleteTopic.
+    pub topic_id: Option<Uuid>,
+    /// For AllocateProducerIds.
+    #[serde(default)]
+    pub producer_ids: Option<crate::controller::ProducerIdBlock>,
+}
+
+/// What a request asks.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum RequestBody {
+    /// Raft AppendEntries.
+    AppendEntries(AppendEntriesRequest<TypeConfig>),
+    /// Raft RequestVote.
+    Vote(VoteRequest<u64>),
+    /// Raft InstallSnapshot (one chunk).
+    InstallSnapshot(InstallSnapshotRequest<TypeConfig>),
+    /// Broker registration.
+    Register(Registration),
+    /// Broker heartbeat.
+    Heartbeat(Heartbeat),
+    /// Forwarded admin change.
+    Admin(AdminOp),
+}
+
+/// The answer.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum ResponseBody {
+    /// Raft AppendEntries result.
+    AppendEntries(Result<AppendEntriesResponse<u64>, RaftError<u64>>),
+    /// Raft RequestVote result.
+    Vote(Result<VoteResponse<u64>, RaftError<u64>>),
+    /// Raft InstallSnapshot result.
+    InstallSnapshot(Result<InstallSnapshotResponse<u64>, RaftError<u64, InstallSnapshotError>>),
+    /// Registration accepted.
+    Registered {
+        cluster_id: String,
+        broker_epoch: i64,
+    },
+    /// Heartbeat answer.
+    HeartbeatAck { fenced: bool, should_shutdown: bool },
+    /// Admin change result.
+    Admin(Result<AdminReply, ControllerError>),
+    /// This node is not the active controller.
+    NotLeader { leader_addr: Option<String> },
+    /// The controller does not know this broker incarnation: register again.
+    ReRegister,
+    /// Another live incarnation holds this node id: retry once its session expires (a node
+    /// restarting right after a crash), or never serve (a misconfigured twin).
+    DuplicateBroker { reason: String },
+    /// Refused for good (other cluster, malformed request).
+    Refused { reason: String },
+}
+
+/// Writes one frame.
+pub async fn write_frame<T: Serialize>(stream: &mut TcpStream, value: &T) -> std::io::Result<()> {
+    let body = serde_json::to_vec(value).map_err(std::io::Error::other)?;
+    if body.len() > PEER_FRAME_BYTES_MAX {
+        return Err(std::io::Error::other(format!(
+            "frame of {} bytes exceeds the peer limit",
+            body.len()
+        )));
+    }
+    let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&body);
+    stream.write_all(&frame).await
+}
+
+/// Reads one frame; `Ok(None)` at a clean end of stream.
+pub async fn read_frame<T: DeserializeOwned>(stream: &mut TcpStream) -> std::io::Result<Option<T>> {
+    let mut len = [0u8; 4];
+    match stream.read_exact(&mut len).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let len = u32::from_be_bytes(len) as usize;
+    if len > PEER_FRAME_BYTES_MAX {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("peer frame of {len} bytes is too large"),
+        ));
+    }
+    let mut body = vec![0u8; len];
+    stream.read_exact(&mut body).await?;
+    serde_json::from_slice(&body).map(Some).map_err(|e| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("malformed peer frame: {e}"),
+        )
+    })
+}
+
+/// Connects to `addr`, refusing a TCP self-connection: while a peer's listener is not up yet,
+/// a connect from an ephemeral port equal to the target port succeeds against itself and would
+/// hold the very port the peer is about to bind.
+pub async fn connect(addr: &str) -> std::io::Result<TcpStream> {
+    let s = TcpStream::connect(addr).await?;
+    if s.local_addr()? == s.peer_addr()? {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            "self-connection to a port nobody listens on",
+        ));
+    }
+    s.set_nodelay(true)?;
+    Ok(s)
+}
+
+/// A connection to another node's controller listener, reopened after any failure.
+#[derive(Debug)]
+pub struct PeerClient {
+    addr: String,
+    conn: Mutex<Option<TcpStream>>,
+}
+
+impl PeerClient {
+    /// A client for `addr` (no connection is made until the first call).
+    pub fn new(addr: impl Into<String>) -> PeerClient {
+        PeerClient {
+            addr: addr.into(),
+            conn: Mutex::new(None),
+        }
+    }
+
+    /// The peer's address.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// Sends a request and waits for its answer, at most `timeout`.
+    pub async fn call(
+        &self,
+        req: &PeerRequest,
+        timeout: Duration,
+    ) -> std::io::Result<ResponseBody> {
+        let mut guard = self.conn.lock().await;
+        let result = tokio::time::timeout(timeout, async {
+            if guard.is_none() {
+                *guard = Some(connect(&self.addr).await?);
+            }
+            let stream = guard.as_mut().expect("connected above");
+            write_frame(stream, req).await?;
+            read_frame::<ResponseBody>(stream).await?.ok_or_else(|| {
+                std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "peer closed the connection",
+                )
+            })
+        })
+        .await
+        .unwrap_or_else(|_| {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "peer call timed out",
+            ))
+        });
+        if result.is_err() {
+            *guard = None;
+        }
+        result
+    }
+}
+
+/// Serves inter-node requests.
+pub trait PeerHandler: Send + Sync + 'static {
+    /// Answers one request.
+    fn handle(&self, req: PeerRequest) -> impl Future<Output = ResponseBody> + Send;
+}
+
+/// Accepts connections on the controller listener until `stop`; each connection answers its
+/// requests in order.
+pub async fn serve<H: PeerHandler>(
+    listener: TcpListener,
+    handler: Arc<H>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stop.changed() => return,
+        };
+        let Ok((mut stream, peer)) = accepted else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let handler = handler.clone();
+        tokio::spawn(async move {
+            loop {
+                match read_frame::<PeerRequest>(&mut stream).await {
+                    Ok(Some(req)) => {
+                        let resp = handler.handle(req).await;
+                        if write_frame(&mut stream, &resp).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(None) => return,
+                    Err(e) => {
+                        tracing::warn!(%peer, error = %e, "closing controller connection after bad input");
+                        return;
+                    }
+                }
+            }
+        });
+    }
+}
