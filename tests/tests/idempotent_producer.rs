@@ -2,7 +2,8 @@
 //! keeps producing while the broker is killed with -9 and restarted, and every acknowledged
 //! message is then in the topic exactly once, in send order, at the offset it was acknowledged
 //! with; and raw-protocol checks of the broker's answers to a retried batch, a sequence gap and
-//! a stale epoch, and of InitProducerId.
+//! a stale epoch, and of InitProducerId; and in a three-node cluster, a new leader answers the
+//! retries of batches its killed predecessor had appended with their original offsets.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,6 +11,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use ferrymq_e2e::cluster::{find_topic, Cluster};
+use ferrymq_e2e::workload::{check, read_all, ProducerRun};
 use ferrymq_e2e::{topic, BrokerProcess, RawClient};
 use ferrymq_log::batch::testing::batch_with_producer;
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
@@ -347,4 +350,105 @@ async fn init_producer_id_hands_out_ids_never_reused_after_a_kill9() {
     let resp = raw.call(&txn, 4).await.unwrap();
     assert_eq!(resp.error_code, 15, "COORDINATOR_NOT_AVAILABLE");
     assert_eq!((resp.producer_id.0, resp.producer_epoch), (-1, -1));
+}
+
+/// Creates `name` with RF 3 and min.insync.replicas 2, its partitions' replicas as given (the
+/// first of each is the preferred leader), and waits until every partition has a leader.
+async fn create_replicated(c: &Cluster, name: &str, assignment: &[&[i32]]) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", c.bootstrap())
+        .create()
+        .unwrap();
+    let opts = AdminOptions::new().operation_timeout(Some(TIMEOUT));
+    let new = NewTopic::new(
+        name,
+        assignment.len() as i32,
+        TopicReplication::Variable(assignment),
+    )
+    .set("min.insync.replicas", "2");
+    let res = admin.create_topics([&new], &opts).await.unwrap();
+    assert!(res[0].is_ok(), "{res:?}");
+    c.wait_metadata(1, TIMEOUT, |md| {
+        find_topic(md, name).is_some_and(|t| t.partitions.iter().all(|p| p.leader_id.0 > 0))
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_leader_deduplicates_retries_after_the_old_leader_is_killed() {
+    let mut c = Cluster::start(3, 3, &[]).unwrap();
+    // Node 1 leads every partition; nodes 2 and 3 follow.
+    let t = topic("idem-failover");
+    create_replicated(&c, &t, &[&[1, 2, 3], &[1, 3, 2], &[1, 2, 3]]).await;
+    let raw_topic = topic("idem-failover-raw");
+    create_replicated(&c, &raw_topic, &[&[1, 2, 3]]).await;
+    // Two idempotent batches acknowledged by node 1 (acks=all: the followers have them).
+    let mut raw = RawClient::connect(&c.nodes[0].addr).await.unwrap();
+    let (pid, _) = init_producer_id(&mut raw, 4).await;
+    let now = 1_700_000_000_000;
+    let first = batch_with_producer(&[b"a", b"b"], now, pid, 0, 0);
+    let second = batch_with_producer(&[b"c"], now, pid, 0, 2);
+    assert_eq!(
+        produce(&mut raw, &raw_topic, first.clone())
+            .await
+            .base_offset,
+        0
+    );
+    assert_eq!(
+        produce(&mut raw, &raw_topic, second.clone())
+            .await
+            .base_offset,
+        2
+    );
+    // librdkafka produces throughout, with batches in flight when node 1 dies.
+    let run = ProducerRun::start(&c.bootstrap(), &t, 3, &[("enable.idempotence", "true")]);
+    assert!(run.wait_acked(2_000, TIMEOUT).await, "producing");
+    c.node(1).kill9();
+    c.wait_metadata(2, TIMEOUT, |md| {
+        find_topic(md, &raw_topic).is_some_and(|t| t.partitions.iter().all(|p| p.leader_id.0 > 1))
+    })
+    .await
+    .unwrap();
+    // The new leader learned the producer's state from the batches it replicated: resending
+    // both (as a producer whose answers were lost would) gets their original offsets.
+    let new_leader = c.leader(2, &raw_topic, 0).await.unwrap() as usize;
+    let mut raw = RawClient::connect(&c.nodes[new_leader - 1].addr)
+        .await
+        .unwrap();
+    for (batch, offset) in [(first, 0), (second, 2)] {
+        let again = produce(&mut raw, &raw_topic, batch).await;
+        assert_eq!(
+            (again.error_code, again.base_offset),
+            (0, offset),
+            "retry at node {new_leader}"
+        );
+    }
+    let next = batch_with_producer(&[b"d"], now, pid, 0, 3);
+    assert_eq!(produce(&mut raw, &raw_topic, next).await.base_offset, 3);
+    assert_eq!(
+        high_watermark(&mut raw, &raw_topic).await,
+        4,
+        "nothing stored twice"
+    );
+    let before = run.acked_count();
+    assert!(
+        run.wait_acked(before + 2_000, TIMEOUT).await,
+        "production resumes on the new leaders"
+    );
+    c.node(1).restart().unwrap();
+    let (attempted, acked, failed) = run.finish().await;
+    assert!(
+        failed.is_empty(),
+        "{} failed: {:?}",
+        failed.len(),
+        failed.first()
+    );
+    let read = read_all(&c.bootstrap(), &t, 3);
+    let summary = check(&acked, &read, true);
+    for (p, msgs) in &read {
+        let sent_order = msgs.windows(2).all(|w| w[0].1 < w[1].1);
+        assert!(sent_order, "partition {p}: values out of send order");
+    }
+    eprintln!("{attempted} attempted; {summary}");
 }
