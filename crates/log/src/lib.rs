@@ -9,7 +9,9 @@
 //! serves reads as `FileSlice`s read outside its lock.
 
 pub mod batch;
+pub mod builder;
 pub mod checkpoint;
+pub mod compression;
 pub mod config;
 pub mod epoch;
 pub mod error;
