@@ -16,6 +16,7 @@ use crate::clock::Clock;
 use crate::config::BrokerConfig;
 use crate::error::BrokerError;
 use crate::fetch::{self, FetchParams};
+use crate::group::GroupCoordinator;
 use crate::log_writer::{Durability, LogWriter};
 use crate::partition::{ListedOffset, OffsetSpec, Partition, ReadOutcome};
 use crate::partitions::{read_startup_state, Partitions};
@@ -51,6 +52,7 @@ pub struct Broker {
     controller: Arc<Controller>,
     partitions: Arc<Partitions>,
     writer: LogWriter,
+    groups: Arc<GroupCoordinator>,
     shutdown: watch::Sender<bool>,
     tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
 }
@@ -84,6 +86,14 @@ impl Broker {
             config.flush_interval_messages,
             config.writer_queue_max,
         );
+        let groups = Arc::new(GroupCoordinator::new(
+            config.node_id,
+            config.groups.clone(),
+            clock.clone(),
+            controller.clone(),
+            partitions.clone(),
+            writer.queue(),
+        ));
         let (shutdown, _) = watch::channel(false);
         Ok(Arc::new(Broker {
             config,
@@ -91,6 +101,7 @@ impl Broker {
             controller,
             partitions,
             writer,
+            groups,
             shutdown,
             tasks: std::sync::Mutex::new(Vec::new()),
         }))
@@ -99,6 +110,10 @@ impl Broker {
     /// Starts the background duties on the current tokio runtime.
     pub fn start(self: &Arc<Self>) {
         let mut tasks = self.tasks.lock().expect("tasks lock");
+        self.groups.on_metadata(&self.controller.image());
+        tasks.push(tokio::spawn(
+            self.groups.clone().run(self.shutdown.subscribe()),
+        ));
         tasks.push(tokio::spawn(follow_metadata(self.clone())));
         let b = self.clone();
         tasks.push(every(
@@ -157,6 +172,11 @@ impl Broker {
         &self.controller
     }
 
+    /// The group coordinator.
+    pub fn groups(&self) -> &Arc<GroupCoordinator> {
+        &self.groups
+    }
+
     /// The broker's settings.
     pub fn config(&self) -> &BrokerConfig {
         &self.config
@@ -165,7 +185,9 @@ impl Broker {
     /// Applies the controller's latest image now (after an admin change, so the partitions a
     /// client was just told about exist when it uses them).
     pub fn sync_metadata(&self) {
-        self.partitions.apply_image(&self.controller.image());
+        let image = self.controller.image();
+        self.partitions.apply_image(&image);
+        self.groups.on_metadata(&image);
     }
 
     /// The hosted replica of `tp`.
@@ -299,7 +321,9 @@ async fn follow_metadata(broker: Arc<Broker>) {
                 if changed.is_err() { return; }
                 let image = images.borrow_and_update().clone();
                 let parts = broker.partitions.clone();
-                let _ = tokio::task::spawn_blocking(move || parts.apply_image(&image)).await;
+                let applied = image.clone();
+                let _ = tokio::task::spawn_blocking(move || parts.apply_image(&applied)).await;
+                broker.groups.on_metadata(&image);
             }
             _ = stop.changed() => return,
         }

@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use ferrymq_cluster::TopicDefaults;
 use ferrymq_types::NodeId;
 
+use crate::group::GroupConfig;
+
 /// The broker core's settings; `crates/server` fills them from defaults, file, env and flags.
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
@@ -25,6 +27,8 @@ pub struct BrokerConfig {
     pub checkpoint_interval_ms: u64,
     /// `log.writer.queue.max`: appends waiting for the writer thread before producers wait.
     pub writer_queue_max: usize,
+    /// The group coordinator's settings (`offsets.*`, `group.*`).
+    pub groups: GroupConfig,
 }
 
 impl BrokerConfig {
@@ -39,6 +43,7 @@ impl BrokerConfig {
             retention_check_interval_ms: 300_000,
             checkpoint_interval_ms: 5000,
             writer_queue_max: 4096,
+            groups: GroupConfig::default(),
         }
     }
 }
