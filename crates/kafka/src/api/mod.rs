@@ -7,9 +7,11 @@ pub mod delete_records;
 pub mod describe_cluster;
 pub mod fetch;
 pub mod find_coordinator;
+pub mod groups;
 pub mod list_offsets;
 pub mod metadata;
 pub mod offset_for_leader_epoch;
+pub mod offsets;
 pub mod produce;
 pub mod topics;
 
