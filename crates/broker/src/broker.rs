@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ferrymq_cluster::{Controller, MetadataImage};
+use ferrymq_log::compaction::Throttle;
 use ferrymq_log::{AppendInfo, ValidatedBatch};
 use ferrymq_types::{LeaderEpoch, Offset, TopicPartition};
 use tokio::sync::watch;
@@ -151,6 +152,19 @@ impl Broker {
                 }
             },
         ));
+        if self.config.cleaner.enable {
+            let b = self.clone();
+            tasks.push(every(
+                self.shutdown.subscribe(),
+                self.config.cleaner.backoff_ms,
+                move || {
+                    let b = b.clone();
+                    async move {
+                        let _ = tokio::task::spawn_blocking(move || b.clean_logs()).await;
+                    }
+                },
+            ));
+        }
         let b = self.clone();
         tasks.push(every(
             self.shutdown.subscribe(),
@@ -160,6 +174,32 @@ impl Broker {
                 async move { b.writer.flush_dirty().await }
             },
         ));
+    }
+
+    /// One cleaner pass: compacts, one at a time, the compacted partitions that are dirty
+    /// enough (blocking; the cleaner's I/O is paced to `log.cleaner.io.max.bytes.per.second`).
+    fn clean_logs(&self) {
+        let cfg = &self.config.cleaner;
+        let mut throttle = Throttle::new(cfg.io_max_bytes_per_second);
+        for p in self.partitions.all() {
+            if *self.shutdown.borrow() {
+                return;
+            }
+            let started = std::time::Instant::now();
+            match p.compact(self.clock.now_ms(), cfg.dedupe_buffer_bytes, &mut throttle) {
+                Ok(Some(s)) => tracing::info!(
+                    partition = %p.tp(),
+                    segments = s.segments_cleaned,
+                    records_removed = s.records_removed,
+                    bytes_read = s.bytes_read,
+                    bytes_written = s.bytes_written,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "compacted"
+                ),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(partition = %p.tp(), error = %e, "compaction failed"),
+            }
+        }
     }
 
     /// The latest metadata image.

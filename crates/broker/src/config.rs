@@ -29,6 +29,32 @@ pub struct BrokerConfig {
     pub writer_queue_max: usize,
     /// The group coordinator's settings (`offsets.*`, `group.*`).
     pub groups: GroupConfig,
+    /// Log compaction (`log.cleaner.*`).
+    pub cleaner: CleanerConfig,
+}
+
+/// Settings of the log cleaner, as Kafka's `log.cleaner.*`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CleanerConfig {
+    /// `log.cleaner.enable`.
+    pub enable: bool,
+    /// `log.cleaner.backoff.ms`: pause between passes over the partitions.
+    pub backoff_ms: u64,
+    /// `log.cleaner.io.max.bytes.per.second`: read plus write rate of the cleaner (0: no limit).
+    pub io_max_bytes_per_second: u64,
+    /// `log.cleaner.dedupe.buffer.size`: key-map memory of one pass.
+    pub dedupe_buffer_bytes: usize,
+}
+
+impl Default for CleanerConfig {
+    fn default() -> Self {
+        CleanerConfig {
+            enable: true,
+            backoff_ms: 15_000,
+            io_max_bytes_per_second: 50 << 20,
+            dedupe_buffer_bytes: 128 << 20,
+        }
+    }
 }
 
 impl BrokerConfig {
@@ -44,6 +70,7 @@ impl BrokerConfig {
             checkpoint_interval_ms: 5000,
             writer_queue_max: 4096,
             groups: GroupConfig::default(),
+            cleaner: CleanerConfig::default(),
         }
     }
 }

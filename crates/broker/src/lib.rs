@@ -18,7 +18,7 @@ pub mod partitions;
 
 pub use broker::{Acks, Broker, Produced, CLEAN_SHUTDOWN_MARKER};
 pub use clock::{Clock, SystemClock};
-pub use config::BrokerConfig;
+pub use config::{BrokerConfig, CleanerConfig};
 pub use error::BrokerError;
 pub use fetch::{FetchParams, FetchPartition};
 pub use partition::{ListedOffset, OffsetSpec, Partition, ReadBound, ReadOutcome};

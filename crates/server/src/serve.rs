@@ -9,7 +9,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use ferrymq_broker::group::state::GroupLimits;
 use ferrymq_broker::group::GroupConfig;
-use ferrymq_broker::{Broker, BrokerConfig, SystemClock};
+use ferrymq_broker::{Broker, BrokerConfig, CleanerConfig, SystemClock};
 use ferrymq_cluster::topic_config::TOPIC_CONFIGS;
 use ferrymq_cluster::{meta_properties, Controller, ControllerConfig, TopicDefaults};
 use ferrymq_kafka::{FrontEndConfig, Limits, ServerContext};
@@ -66,6 +66,12 @@ pub fn build_config(r: &Resolved) -> Result<ServeConfig> {
             .max(1),
         writer_queue_max: r.parse::<usize>("log.writer.queue.max")?.max(1),
         groups: group_config(r)?,
+        cleaner: CleanerConfig {
+            enable: r.parse("log.cleaner.enable")?,
+            backoff_ms: r.parse::<u64>("log.cleaner.backoff.ms")?.max(1),
+            io_max_bytes_per_second: r.parse("log.cleaner.io.max.bytes.per.second")?,
+            dedupe_buffer_bytes: r.parse("log.cleaner.dedupe.buffer.size")?,
+        },
     };
     let front_end = FrontEndConfig {
         limits: Limits {
