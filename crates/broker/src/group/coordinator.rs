@@ -250,13 +250,8 @@ impl GroupCoordinator {
     /// FindCoordinator: the node coordinating `group_id`, creating `__consumer_offsets` on
     /// first use. COORDINATOR_NOT_AVAILABLE while the group's partition loads here.
     pub async fn find_coordinator(self: &Arc<Self>, group_id: &str) -> Result<NodeId, GroupError> {
-        let mut image = self.controller.image();
-        if image.topic(OFFSETS_TOPIC).is_none() {
-            self.create_offsets_topic().await?;
-            image = self.controller.image();
-            self.partitions.apply_image(&image);
-            self.on_metadata(&image);
-        }
+        self.ensure_offsets_topic().await?;
+        let image = self.controller.image();
         let topic = image
             .topic(OFFSETS_TOPIC)
             .ok_or(GroupError::CoordinatorNotAvailable)?;
@@ -284,6 +279,21 @@ impl GroupCoordinator {
                 }
             }
         }
+    }
+
+    /// Creates `__consumer_offsets` (compacted, `offsets.topic.*`) if it does not exist, and
+    /// starts loading the partitions led here.
+    pub async fn ensure_offsets_topic(self: &Arc<Self>) -> Result<(), GroupError> {
+        if self.controller.image().topic(OFFSETS_TOPIC).is_some() {
+            return Ok(());
+        }
+        self.create_offsets_topic().await?;
+        let image = self.controller.image();
+        let parts = self.partitions.clone();
+        let applied = image.clone();
+        let _ = tokio::task::spawn_blocking(move || parts.apply_image(&applied)).await;
+        self.on_metadata(&image);
+        Ok(())
     }
 
     async fn create_offsets_topic(&self) -> Result<(), GroupError> {

@@ -653,8 +653,10 @@ impl Group {
         }
         self.static_members.insert(iid, new_id.clone());
         self.members.insert(new_id.clone(), member);
+        // As Kafka: an unchanged static member, leader or not, takes its place back without a
+        // rebalance; its SyncGroup returns the assignment it had.
         match self.phase {
-            Phase::Stable if !changed && !was_leader => {
+            Phase::Stable if !changed => {
                 let result = Ok(self.join_outcome(&new_id));
                 out.push(Action::Join { reply, result });
                 // The id changed: persist it so a restart still knows the member.
