@@ -1,5 +1,5 @@
 //! The group coordinator of the classic consumer-group protocol: a pure per-group state machine
-//! (`state`), the persistence of offsets and group metadata as records of the internal compacted
+//! (`state`, with its events and decisions in `events`), the persistence of offsets and group metadata as records of the internal compacted
 //! topic `__consumer_offsets` (`records`, `store`), and the async layer that answers delayed
 //! joins and syncs, runs session and rebalance timers and loads groups from the log
 //! (`coordinator`).
@@ -11,6 +11,7 @@
 
 pub mod coordinator;
 pub mod error;
+pub mod events;
 pub mod records;
 pub mod state;
 pub mod store;

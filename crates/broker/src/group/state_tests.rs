@@ -1,6 +1,7 @@
 //! Behaviour of the group state machine, event by event, with time as a plain number.
 
 use super::*;
+use ferrymq_types::Offset;
 
 const LIMITS: GroupLimits = GroupLimits {
     session_timeout_min_ms: 100,
