@@ -382,6 +382,85 @@ async fn delete_groups_and_offset_delete_refuse_groups_in_use() {
 }
 
 #[tokio::test]
+async fn offset_fetch_v8_answers_several_groups_at_once() {
+    use kafka_protocol::messages::offset_fetch_request::{
+        OffsetFetchRequestGroup, OffsetFetchRequestTopics,
+    };
+    let broker = BrokerProcess::start(BROKER_SETTINGS).unwrap();
+    let mut c = client(&broker).await;
+    let t = topic("multi");
+    create_topic(&mut c, &t, 1).await;
+    for (g, offset) in [("ga", 7), ("gb", 7)] {
+        let r = c.call(&commit(g, "", -1, &t, 0, g), 2).await.unwrap();
+        assert_eq!(
+            r.topics[0].partitions[0].error_code, 0,
+            "{g} committed {offset}"
+        );
+    }
+    let group = |g: &str| {
+        OffsetFetchRequestGroup::default()
+            .with_group_id(gid(g))
+            .with_topics(Some(vec![OffsetFetchRequestTopics::default()
+                .with_name(TopicName(s(&t)))
+                .with_partition_indexes(vec![0])]))
+    };
+    let req =
+        OffsetFetchRequest::default().with_groups(vec![group("ga"), group("gb"), group("gz")]);
+    let r = c.call(&req, 8).await.unwrap();
+    let got: Vec<(String, i64, String)> = r
+        .groups
+        .iter()
+        .map(|g| {
+            let p = &g.topics[0].partitions[0];
+            let meta = p
+                .metadata
+                .as_ref()
+                .map(|m| m.to_string())
+                .unwrap_or_default();
+            (g.group_id.to_string(), p.committed_offset, meta)
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("ga".into(), 7, "ga".into()),
+            ("gb".into(), 7, "gb".into()),
+            ("gz".into(), -1, String::new())
+        ]
+    );
+    // All of a group's offsets when no topics are named (v2+).
+    let all = OffsetFetchRequest::default()
+        .with_group_id(gid("ga"))
+        .with_topics(None);
+    let r = c.call(&all, 7).await.unwrap();
+    assert_eq!(r.topics.len(), 1);
+    assert_eq!(r.topics[0].partitions[0].committed_offset, 7);
+}
+
+#[tokio::test]
+async fn clients_cannot_produce_to_the_offsets_topic() {
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    let broker = BrokerProcess::start(BROKER_SETTINGS).unwrap();
+    let mut c = client(&broker).await;
+    let req = ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(5000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(TopicName(s("__consumer_offsets")))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(0)
+                .with_records(Some(ferrymq_log::batch::testing::batch(
+                    &[b"x"],
+                    0,
+                )))])]);
+    let r = c.call(&req, 7).await.unwrap();
+    assert_eq!(
+        r.responses[0].partition_responses[0].error_code, 17,
+        "INVALID_TOPIC_EXCEPTION"
+    );
+}
+
+#[tokio::test]
 async fn find_coordinator_answers_batched_keys_and_refuses_transactions() {
     let broker = BrokerProcess::start(BROKER_SETTINGS).unwrap();
     let mut c = client(&broker).await;

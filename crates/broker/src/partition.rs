@@ -518,7 +518,13 @@ impl Partition {
             };
             (snap, opts)
         };
-        let cleaned = compaction::clean(&snap, &opts, throttle).map_err(|e| self.go_offline(e))?;
+        let cleaned = match compaction::clean(&snap, &opts, throttle) {
+            Ok(c) => c,
+            // A disk error takes the partition offline; a batch the cleaner cannot decode
+            // (a producer's malformed records behind a valid CRC) only stops compaction.
+            Err(e @ ferrymq_log::Error::Io { .. }) => return Err(self.go_offline(e)),
+            Err(e) => return Err(BrokerError::Storage(format!("compaction skipped: {e}"))),
+        };
         let stats = cleaned.stats;
         let end = cleaned.end;
         let mut inner = self.lock();

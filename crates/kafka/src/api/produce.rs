@@ -83,6 +83,13 @@ async fn produce_partition(
         );
     };
     let tp = tp(topic, p.index);
+    if tp.topic == ferrymq_broker::group::OFFSETS_TOPIC {
+        // As Kafka: only the group coordinator writes its internal topic.
+        return fail(
+            ResponseError::InvalidTopicException,
+            "cannot produce to an internal topic".into(),
+        );
+    }
     let Some(records) = p.records.clone() else {
         return fail(ResponseError::InvalidRecord, "no records".into());
     };
