@@ -180,7 +180,9 @@ impl Broker {
     /// enough (blocking; the cleaner's I/O is paced to `log.cleaner.io.max.bytes.per.second`).
     fn clean_logs(&self) {
         let cfg = &self.config.cleaner;
-        let mut throttle = Throttle::new(cfg.io_max_bytes_per_second);
+        let stopping = self.shutdown.subscribe();
+        let mut throttle =
+            Throttle::new(cfg.io_max_bytes_per_second).with_stop(move || *stopping.borrow());
         for p in self.partitions.all() {
             if *self.shutdown.borrow() {
                 return;

@@ -523,6 +523,7 @@ impl Partition {
             // A disk error takes the partition offline; a batch the cleaner cannot decode
             // (a producer's malformed records behind a valid CRC) only stops compaction.
             Err(e @ ferrymq_log::Error::Io { .. }) => return Err(self.go_offline(e)),
+            Err(ferrymq_log::Error::Interrupted) => return Ok(None),
             Err(e) => return Err(BrokerError::Storage(format!("compaction skipped: {e}"))),
         };
         let stats = cleaned.stats;

@@ -130,13 +130,22 @@ pub struct Cleaned {
     pub stats: CleanStats,
 }
 
-/// Paces the cleaner's disk traffic to a byte rate. Real I/O is paced against real time, so
-/// this is the one place in the storage engine that reads the monotonic clock.
-#[derive(Debug)]
+/// Paces the cleaner's disk traffic to a byte rate, and stops it when asked (a broker shutting
+/// down does not wait for a long pass). Real I/O is paced against real time, so this is the
+/// one place in the storage engine that reads the monotonic clock.
 pub struct Throttle {
     bytes_per_second: u64,
     window_start: Instant,
     window_bytes: u64,
+    stop: Option<Box<dyn Fn() -> bool + Send>>,
+}
+
+impl std::fmt::Debug for Throttle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Throttle")
+            .field("bytes_per_second", &self.bytes_per_second)
+            .finish()
+    }
 }
 
 impl Throttle {
@@ -146,13 +155,23 @@ impl Throttle {
             bytes_per_second,
             window_start: Instant::now(),
             window_bytes: 0,
+            stop: None,
         }
     }
 
+    /// Makes `pace` fail with `Error::Interrupted` once `stop` returns true.
+    pub fn with_stop(mut self, stop: impl Fn() -> bool + Send + 'static) -> Throttle {
+        self.stop = Some(Box::new(stop));
+        self
+    }
+
     /// Accounts for `bytes` of I/O, sleeping as long as needed to stay within the rate.
-    pub fn pace(&mut self, bytes: u64) {
+    pub fn pace(&mut self, bytes: u64) -> Result<()> {
+        if self.stop.as_ref().is_some_and(|stop| stop()) {
+            return Err(Error::Interrupted);
+        }
         if self.bytes_per_second == 0 {
-            return;
+            return Ok(());
         }
         self.window_bytes += bytes;
         let due = Duration::from_secs_f64(self.window_bytes as f64 / self.bytes_per_second as f64);
@@ -164,6 +183,7 @@ impl Throttle {
             self.window_start = Instant::now();
             self.window_bytes = 0;
         }
+        Ok(())
     }
 }
 
@@ -195,7 +215,7 @@ fn for_each_batch(
         stats.bytes_read += h.total_bytes() as u64;
         pos += h.total_bytes() as u64;
         let written = f(batch)?;
-        throttle.pace(h.total_bytes() as u64 + written);
+        throttle.pace(h.total_bytes() as u64 + written)?;
     }
     Ok(())
 }
@@ -255,15 +275,23 @@ pub fn clean(
     }
     let mut segments = Vec::new();
     for seg in &snap.segments[..mapped] {
-        if let Some(c) = rewrite(
+        match rewrite(
             seg,
             snap.index_interval_bytes,
             &latest,
             opts,
             throttle,
             &mut stats,
-        )? {
-            segments.push(c);
+        ) {
+            Ok(Some(c)) => segments.push(c),
+            Ok(None) => {}
+            Err(e) => {
+                // Leave no cleaned file of this pass behind (open would delete them anyway).
+                for c in &segments {
+                    let _ = fs::remove_file(c.segment.log_path());
+                }
+                return Err(e);
+            }
         }
     }
     stats.segments_cleaned = segments.len();

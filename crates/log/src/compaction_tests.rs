@@ -342,11 +342,38 @@ fn a_full_key_map_leaves_later_segments_for_the_next_pass() {
 }
 
 #[test]
+fn a_stopped_pass_changes_nothing_and_leaves_no_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = PartitionLog::create(dir.path(), config(), Offset(0)).unwrap();
+    append_updates(&mut log, 20, 0);
+    flush(&mut log);
+    let before = contents(&log);
+    let snap = log.clean_snapshot(log.log_end_offset());
+    let mut stopped = Throttle::new(0).with_stop(|| true);
+    assert!(matches!(
+        clean(&snap, &OPTS, &mut stopped),
+        Err(Error::Interrupted)
+    ));
+    assert_eq!(contents(&log), before);
+    let leftovers = fs::read_dir(dir.path())
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(CLEANED_SUFFIX)
+        })
+        .count();
+    assert_eq!(leftovers, 0);
+}
+
+#[test]
 fn throttle_holds_the_byte_rate() {
     let mut t = Throttle::new(1_000_000);
     let start = std::time::Instant::now();
     for _ in 0..10 {
-        t.pace(20_000);
+        t.pace(20_000).unwrap();
     }
     assert!(
         start.elapsed() >= Duration::from_millis(190),
