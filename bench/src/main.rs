@@ -9,6 +9,7 @@
 mod child_process;
 mod consume;
 mod cpu;
+mod groups;
 mod kafka_client;
 mod latency;
 mod machine;
@@ -46,6 +47,9 @@ enum Command {
     SinkClient(sink::ClientArgs),
     /// Starts a broker, runs the whole matrix beside the sink baseline, prints Markdown.
     Suite(suite::Args),
+    /// Starts a broker; measures group rebalance time (10 members, one joins) and compaction
+    /// throughput while producing; prints Markdown.
+    Groups(groups::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -61,6 +65,7 @@ fn main() -> anyhow::Result<()> {
             Command::SinkServer(args) => sink::run_server(args).await,
             Command::SinkClient(args) => sink::run_client(args).await,
             Command::Suite(args) => suite::run(args).await,
+            Command::Groups(args) => groups::run(args).await,
         }
     })
 }
