@@ -16,6 +16,7 @@ mod consume;
 mod cpu;
 mod failover;
 mod failover_producer;
+mod groups;
 mod kafka_client;
 mod latency;
 mod machine;
@@ -57,6 +58,9 @@ enum Command {
     /// Single node vs a 3-node cluster (replication factor 3) in one run, then leader-kill
     /// failover trials; prints Markdown.
     Cluster(cluster::Args),
+    /// Starts a broker; measures group rebalance time (10 members, one joins) and compaction
+    /// throughput while producing; prints Markdown.
+    Groups(groups::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -73,6 +77,7 @@ fn main() -> anyhow::Result<()> {
             Command::SinkClient(args) => sink::run_client(args).await,
             Command::Suite(args) => suite::run(args).await,
             Command::Cluster(args) => cluster::run(args).await,
+            Command::Groups(args) => groups::run(args).await,
         }
     })
 }

@@ -191,6 +191,13 @@ async fn submit(
         );
     };
     let tp = tp(topic, p.index);
+    if tp.topic == ferrymq_broker::group::OFFSETS_TOPIC {
+        // As Kafka: only the group coordinator writes its internal topic.
+        return refuse(
+            ResponseError::InvalidTopicException,
+            "cannot produce to an internal topic".into(),
+        );
+    }
     let Some(records) = p.records else {
         return refuse(ResponseError::InvalidRecord, "no records".into());
     };
