@@ -240,7 +240,7 @@ where
 
 async fn run_once(spec: PairSpec, topic: &str, idempotence: Idempotence) -> anyhow::Result<Run> {
     kafka_client::create_topic(spec.bootstrap, topic, spec.partitions).await?;
-    let meter = CpuMeter::start(spec.broker_pid);
+    let meter = CpuMeter::start(&[spec.broker_pid]);
     let throughput = match spec.client {
         PairClient::Librdkafka => {
             produce::measure(ProduceSpec {

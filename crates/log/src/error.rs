@@ -43,6 +43,9 @@ pub enum Error {
     /// An operating condition (the producer's to handle), not a storage failure.
     #[error(transparent)]
     Producer(#[from] ProducerError),
+    /// A long-running job (compaction) was asked to stop; nothing was changed.
+    #[error("interrupted")]
+    Interrupted,
     /// A checkpoint or metadata file could not be parsed.
     #[error("malformed file {path}: {reason}")]
     MalformedFile { path: PathBuf, reason: String },
