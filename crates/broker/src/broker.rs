@@ -452,8 +452,14 @@ impl Broker {
                     .await;
                 match result {
                     Ok(()) => {
-                        tracing::info!(partition = %tp, leader_epoch = proposal.leader_epoch.0,
-                        isr = ?proposal.new_isr.iter().map(|r| r.0).collect::<Vec<_>>(), "ISR changed")
+                        // The controller may have left fenced brokers out: log what committed.
+                        let image = b.controller.image();
+                        let isr: Vec<i32> = image
+                            .topic(&tp.topic)
+                            .and_then(|t| t.partitions.get(&tp.partition))
+                            .map(|p| p.isr.iter().map(|r| r.0).collect())
+                            .unwrap_or_default();
+                        tracing::info!(partition = %tp, leader_epoch = proposal.leader_epoch.0, ?isr, "ISR changed")
                     }
                     Err(e) => tracing::debug!(partition = %tp, error = %e, "ISR change refused"),
                 }

@@ -277,7 +277,7 @@ impl Partition {
         let inner = self.lock();
         let progress = inner.progress.as_ref()?;
         let leaving = progress.out_of_sync(&inner.isr, now, lag_max_ms);
-        let joining = progress.ready_to_join(&inner.isr, inner.hw);
+        let joining = progress.ready_to_join(&inner.isr, inner.hw, now, lag_max_ms);
         if leaving.is_empty() && joining.is_empty() {
             return None;
         }
