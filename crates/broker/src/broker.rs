@@ -17,7 +17,8 @@ use crate::config::BrokerConfig;
 use crate::error::BrokerError;
 use crate::fetch::{self, FetchParams};
 use crate::log_writer::{Durability, LogWriter};
-use crate::partition::{ListedOffset, OffsetSpec, Partition, ReadOutcome};
+use crate::metrics;
+use crate::partition::{ListedOffset, OffsetSpec, Partition, ReadBound, ReadOutcome};
 use crate::partitions::{read_startup_state, Partitions};
 
 /// Marker file present only after a clean stop.
@@ -196,11 +197,14 @@ impl Broker {
             Durability::PageCache
         };
         let mut hw = partition.subscribe_hw();
+        let (bytes, messages) = (batch.len(), batch.header().record_count.max(0) as u64);
         let append = self
             .writer
             .append(partition.clone(), batch, durability)
             .await?;
+        metrics::produced(&tp.topic, bytes, messages);
         if acks == Acks::All {
+            let _waiting = metrics::Waiting::enter(metrics::Purgatory::Produce);
             let target = append.log_end_offset;
             let wait = hw.wait_for(|h| *h >= target);
             match tokio::time::timeout(timeout, wait).await {
@@ -223,7 +227,20 @@ impl Broker {
             .iter()
             .map(|p| self.partition(&p.tp))
             .collect();
-        fetch::fetch(&hosted, params).await
+        let results = fetch::fetch(&hosted, params).await;
+        if params.bound == ReadBound::HighWatermark {
+            for (req, out) in params.partitions.iter().zip(&results) {
+                if let Ok(ReadOutcome {
+                    records: Some(records),
+                    ..
+                }) = out
+                {
+                    let (bytes, messages) = metrics::count_batches(records);
+                    metrics::fetched(&req.tp.topic, bytes, messages);
+                }
+            }
+        }
+        results
     }
 
     /// ListOffsets for one partition.

@@ -1,7 +1,7 @@
 //! FerryMQ's broker core: the partition replicas this node hosts and everything done to them —
 //! appends with group commit (`log_writer`), reads with long polling (`fetch`), high
 //! watermarks, offsets lookups, retention and checkpoints — kept in step with the cluster
-//! metadata (`partitions`).
+//! metadata (`partitions`). Its metrics (`metrics`) are recorded through the `metrics` facade.
 //!
 //! It sees batches as validated bytes and requests as plain Rust calls: nothing here knows a
 //! Kafka request or response type, so another front end (AMQP) can drive the same core.
@@ -12,6 +12,7 @@ pub mod config;
 pub mod error;
 pub mod fetch;
 pub mod log_writer;
+pub mod metrics;
 pub mod partition;
 pub mod partitions;
 
@@ -20,4 +21,6 @@ pub use clock::{Clock, SystemClock};
 pub use config::BrokerConfig;
 pub use error::BrokerError;
 pub use fetch::{FetchParams, FetchPartition};
-pub use partition::{ListedOffset, OffsetSpec, Partition, ReadBound, ReadOutcome};
+pub use partition::{
+    ListedOffset, OffsetSpec, Partition, PartitionSnapshot, ReadBound, ReadOutcome, Role,
+};

@@ -55,6 +55,45 @@ pub struct ListedOffset {
     pub leader_epoch: LeaderEpoch,
 }
 
+/// This replica's part in its partition, as an operator sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// This broker leads the partition.
+    Leader,
+    /// Another broker leads it.
+    Follower,
+    /// No leader, or this replica's storage failed.
+    Offline,
+}
+
+/// A consistent view of one replica for metrics and the admin API.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PartitionSnapshot {
+    /// Role of this replica.
+    pub role: Role,
+    /// Current leader, if any.
+    pub leader: Option<NodeId>,
+    /// Current leader epoch.
+    pub leader_epoch: LeaderEpoch,
+    /// Replicas, preferred leader first.
+    pub replicas: Vec<NodeId>,
+    /// In-sync replicas.
+    pub isr: Vec<NodeId>,
+    /// Effective `min.insync.replicas` (capped by the replica count).
+    pub min_insync_replicas: usize,
+    /// High watermark.
+    pub high_watermark: Offset,
+    /// Log start offset.
+    pub log_start_offset: Offset,
+    /// Log end offset.
+    pub log_end_offset: Offset,
+    /// Bytes of the log on disk.
+    pub log_size_bytes: u64,
+    /// Segments of the log.
+    pub segments: usize,
+}
+
 /// Data read from a partition, with the offsets a fetch response reports.
 #[derive(Debug, Clone)]
 pub struct ReadOutcome {
@@ -174,6 +213,7 @@ impl Partition {
             inner.leader_epoch,
             info.leader_epoch
         );
+        self.log_changes(&inner, info);
         inner.leader_epoch = info.leader_epoch;
         inner.leader = info.leader;
         inner.isr = info.isr.clone();
@@ -183,6 +223,56 @@ impl Partition {
             inner.settings = settings;
         }
         self.update_hw(&mut inner);
+    }
+
+    /// One log line per change an operator cares about (leadership, ISR), with the partition
+    /// and leader epoch; ISR changes of partitions led here are counted in metrics.
+    fn log_changes(&self, inner: &Inner, info: &PartitionInfo) {
+        let leader = info.leader.map(|l| l.0);
+        if info.leader != inner.leader || info.leader_epoch != inner.leader_epoch {
+            let role = match info.leader {
+                Some(l) if l == self.node_id => "leader",
+                Some(_) => "follower",
+                None => "offline",
+            };
+            if info.leader.is_none() {
+                tracing::warn!(partition = %self.tp, leader_epoch = info.leader_epoch.0, isr = ?ids(&info.isr), "partition has no leader: offline");
+            } else {
+                tracing::info!(partition = %self.tp, leader, leader_epoch = info.leader_epoch.0, role, "leader elected");
+            }
+        }
+        if info.isr != inner.isr {
+            tracing::info!(partition = %self.tp, leader, leader_epoch = info.leader_epoch.0,
+                isr_before = ?ids(&inner.isr), isr = ?ids(&info.isr), "ISR changed");
+            if info.leader == Some(self.node_id) {
+                crate::metrics::isr_changed(&self.tp, inner.isr.len(), info.isr.len());
+            }
+        }
+    }
+
+    /// A consistent view of this replica for metrics and the admin API.
+    pub fn snapshot(&self) -> PartitionSnapshot {
+        let inner = self.lock();
+        let role = match inner.leader {
+            _ if self.offline.load(Ordering::Acquire) => Role::Offline,
+            Some(l) if l == self.node_id => Role::Leader,
+            Some(_) => Role::Follower,
+            None => Role::Offline,
+        };
+        PartitionSnapshot {
+            role,
+            leader: inner.leader,
+            leader_epoch: inner.leader_epoch,
+            replicas: inner.replicas.clone(),
+            isr: inner.isr.clone(),
+            min_insync_replicas: (inner.settings.min_insync_replicas.max(1) as usize)
+                .min(inner.replicas.len().max(1)),
+            high_watermark: inner.hw,
+            log_start_offset: inner.log.log_start_offset(),
+            log_end_offset: inner.log.log_end_offset(),
+            log_size_bytes: inner.log.size_bytes(),
+            segments: inner.log.segment_count(),
+        }
     }
 
     /// Recomputes the HW from the ISR and publishes it if it moved. Only the local replica's
@@ -520,6 +610,10 @@ impl Partition {
             .and_then(|_| std::fs::remove_dir_all(&aside))
             .map_err(|e| BrokerError::Storage(format!("deleting {}: {e}", dir.display())))
     }
+}
+
+fn ids(nodes: &[NodeId]) -> Vec<i32> {
+    nodes.iter().map(|n| n.0).collect()
 }
 
 /// Makes sure `dir` belongs to `topic_id`: a directory left by a deleted topic of the same name

@@ -12,6 +12,7 @@ use kafka_protocol::ResponseError;
 
 use crate::api;
 use crate::context::ServerContext;
+use crate::metrics::{self, ResponseErrors};
 
 /// One API FerryMQ serves.
 #[derive(Debug, Clone, Copy)]
@@ -130,11 +131,16 @@ pub async fn handle(ctx: &Arc<ServerContext>, frame: Bytes) -> Outcome {
         Ok(h) => h,
         Err(e) => return Outcome::Close(format!("malformed {key:?} request header: {e}")),
     };
+    let started = std::time::Instant::now();
+    let record = |codes: &[i16]| metrics::request(key, started.elapsed(), codes);
     macro_rules! call {
         ($req:ty, $handler:path) => {{
             match <$req>::decode(&mut body, version) {
                 Ok(req) => {
                     let resp = $handler(ctx, &header, req).await;
+                    let mut codes = Vec::new();
+                    resp.error_codes(&mut codes);
+                    record(&codes);
                     encode_response(correlation_id, key, version, &resp)
                 }
                 Err(e) => Outcome::Close(format!("malformed {key:?} v{version} request: {e}")),
@@ -144,8 +150,16 @@ pub async fn handle(ctx: &Arc<ServerContext>, frame: Bytes) -> Outcome {
     match key {
         ApiKey::Produce => match ProduceRequest::decode(&mut body, version) {
             Ok(req) => match api::produce::handle(ctx, &header, req).await {
-                Some(resp) => encode_response(correlation_id, key, version, &resp),
-                None => Outcome::Silent,
+                Some(resp) => {
+                    let mut codes = Vec::new();
+                    resp.error_codes(&mut codes);
+                    record(&codes);
+                    encode_response(correlation_id, key, version, &resp)
+                }
+                None => {
+                    record(&[]);
+                    Outcome::Silent
+                }
             },
             Err(e) => Outcome::Close(format!("malformed Produce v{version} request: {e}")),
         },
