@@ -3,18 +3,21 @@
 //!
 //! Three kinds of source:
 //! - **events** recorded where they happen: bytes and messages in and out per topic
-//!   (`produced`, `fetched`), fsync latency (`fsync`), requests waiting in the produce and
-//!   fetch purgatories (`Waiting`), ISR changes seen by a leader (`isr_changed`);
+//!   (`produced`, `fetched`), fsync latency (`fsync`), requests entering and leaving the
+//!   produce and fetch purgatories (`Waiting`), ISR changes seen by a leader (`isr_changed`);
 //! - **state** sampled when metrics are scraped (`sample`): partitions by role and health,
-//!   log size, segments and offsets per partition. Sampling at scrape time, instead of
+//!   log size, segments and offsets per partition, purgatory sizes. Sampling at scrape time, instead of
 //!   instrumenting every path that changes them, keeps the hot paths free and the values exact;
 //! - **hooks** for features that are not built yet, so their metrics have one name and one
 //!   place from the start: `replica_lag` (follower fetchers, replication) and `group_lag`
-//!   (group coordinator). Until their callers exist these series are absent, not zero.
+//!   (group coordinator). Until their callers exist these series are absent, not zero. Hook
+//!   gauges must be set again at least every few minutes: the exporter drops gauges left
+//!   unset for longer (that is how a deleted partition's series go away).
 //!
 //! Names follow Prometheus conventions: snake case, base units (`_bytes`, `_seconds`), `_total`
 //! for counters. Every name is a constant here and described in `describe`.
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use ferrymq_types::{NodeId, TopicPartition};
@@ -183,6 +186,12 @@ pub enum Purgatory {
     Fetch,
 }
 
+// Purgatory sizes are kept here and copied to their gauges by `sample`, like every other gauge,
+// so the exporter may drop gauges nobody set for a while (deleted partitions) without ever
+// losing a count that is only ever incremented and decremented.
+static PRODUCE_WAITING: AtomicI64 = AtomicI64::new(0);
+static FETCH_WAITING: AtomicI64 = AtomicI64::new(0);
+
 /// Counts a request in a purgatory for as long as it lives.
 #[derive(Debug)]
 pub struct Waiting(Purgatory);
@@ -190,21 +199,21 @@ pub struct Waiting(Purgatory);
 impl Waiting {
     /// Enters `purgatory`.
     pub fn enter(purgatory: Purgatory) -> Waiting {
-        gauge!(Self::name(purgatory)).increment(1.0);
+        Self::count(purgatory).fetch_add(1, Ordering::Relaxed);
         Waiting(purgatory)
     }
 
-    fn name(p: Purgatory) -> &'static str {
+    fn count(p: Purgatory) -> &'static AtomicI64 {
         match p {
-            Purgatory::Produce => PRODUCE_PURGATORY,
-            Purgatory::Fetch => FETCH_PURGATORY,
+            Purgatory::Produce => &PRODUCE_WAITING,
+            Purgatory::Fetch => &FETCH_WAITING,
         }
     }
 }
 
 impl Drop for Waiting {
     fn drop(&mut self) {
-        gauge!(Self::name(self.0)).decrement(1.0);
+        Self::count(self.0).fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -223,8 +232,11 @@ pub struct PartitionCounts {
     pub under_min_isr: u64,
 }
 
-/// Samples the state gauges of every hosted partition (call before rendering metrics).
+/// Samples the state gauges of every hosted partition and the purgatories (call before
+/// rendering metrics).
 pub fn sample(broker: &Broker) -> PartitionCounts {
+    gauge!(PRODUCE_PURGATORY).set(PRODUCE_WAITING.load(Ordering::Relaxed) as f64);
+    gauge!(FETCH_PURGATORY).set(FETCH_WAITING.load(Ordering::Relaxed) as f64);
     let mut counts = PartitionCounts::default();
     for p in broker.partitions() {
         let s = p.snapshot();

@@ -7,6 +7,7 @@
 //! does not compile in the dispatch table until its response type implements it, so no API is
 //! silently left out; the consumer-group and producer-id responses are implemented already.
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use kafka_protocol::messages::*;
@@ -61,12 +62,21 @@ pub fn request(api: ApiKey, took: Duration, codes: &[i16]) {
     }
 }
 
+// Kept here and copied to its gauge by `sample`: gauges are all set at scrape time, so the
+// exporter may drop idle ones without losing an incremented-and-decremented count.
+static CONNECTIONS: AtomicI64 = AtomicI64::new(0);
+
 /// A connection was accepted (`+1`) or ended (`-1`).
-pub fn connection_open(delta: f64) {
-    if delta > 0.0 {
+pub fn connection_open(delta: i64) {
+    if delta > 0 {
         counter!(CONNECTIONS_ACCEPTED).increment(1);
     }
-    gauge!(CONNECTIONS_ACTIVE).increment(delta);
+    CONNECTIONS.fetch_add(delta, Ordering::Relaxed);
+}
+
+/// Sets the front end's gauges (call before rendering metrics).
+pub fn sample() {
+    gauge!(CONNECTIONS_ACTIVE).set(CONNECTIONS.load(Ordering::Relaxed) as f64);
 }
 
 /// The broker closed a connection for a bad request.

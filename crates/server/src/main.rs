@@ -73,6 +73,9 @@ struct ServeArgs {
     /// Log filter, e.g. `info` or `info,ferrymq_broker=debug` (setting `log.level`).
     #[arg(long)]
     log_level: Option<String>,
+    /// Admin HTTP listener for /metrics, /health and /v1 (setting `admin.listen`; port 0 picks one).
+    #[arg(long, value_name = "HOST:PORT")]
+    admin_listen: Option<String>,
     /// Log format: text or json (setting `log.format`).
     #[arg(long, value_name = "text|json")]
     log_format: Option<String>,
@@ -98,6 +101,7 @@ impl ServeArgs {
         put("node.id", self.node_id.map(|n| n.to_string()));
         put("controller.listen", self.controller_listen.clone());
         put("controller.voters", self.controller_voters.clone());
+        put("admin.listen", self.admin_listen.clone());
         put("log.level", self.log_level.clone());
         put("log.format", self.log_format.clone());
         for o in &self.overrides {
@@ -135,15 +139,22 @@ fn main() -> Result<()> {
             let resolved = settings::Resolved::new(args.config.as_deref(), &env, &args.flags()?)?;
             logging::init(resolved.get("log.level"), resolved.get("log.format"))?;
             for (name, value, source) in resolved.all().filter(|(_, _, src)| *src != "default") {
+                let value = if settings::SECRET_SETTINGS.contains(&name) {
+                    "<redacted>"
+                } else {
+                    value
+                };
                 tracing::info!(setting = name, value, source, "setting");
             }
+            let metrics =
+                ferrymq_admin::metrics::install().context("installing the metrics recorder")?;
             let cfg = serve::build_config(&resolved)?;
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .thread_name("ferrymq")
                 .build()?;
             runtime
-                .block_on(serve::run(cfg))
+                .block_on(serve::run(cfg, metrics))
                 .inspect_err(|e| tracing::error!(error = format!("{e:#}"), "broker failed"))
         }
     }

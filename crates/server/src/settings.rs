@@ -36,6 +36,8 @@ pub const SETTINGS: &[Setting] = &[
     s("controller.voters", "", "Controller quorum voters as id@host:port,...; empty runs a single-node quorum (flag --controller-voters)."),
     s("broker.heartbeat.interval.ms", "250", "How often a broker heartbeats to the active controller."),
     s("broker.session.timeout.ms", "1000", "A broker without a heartbeat for this long is fenced and its partitions move."),
+    s("admin.listen", "127.0.0.1:9644", "Admin HTTP listener: /metrics, /health/*, /v1/* (docs/admin-api.md); port 0 picks a free port (logged); empty disables it (flag --admin-listen)."),
+    s("admin.token", "", "Bearer token required by mutating admin endpoints once set; without one they accept loopback clients only. Never logged or shown by DescribeConfigs."),
     s("log.level", "info", "Log filter (tracing syntax, e.g. info,ferrymq_broker=debug); RUST_LOG overrides it (flag --log-level)."),
     s("log.format", "text", "Log format: text or json (flag --log-format)."),
     s("num.partitions", "1", "Partitions of a topic created without a count (auto-created topics too)."),
@@ -61,6 +63,9 @@ pub const SETTINGS: &[Setting] = &[
     s("replica.high.watermark.checkpoint.interval.ms", "5000", "How often the high-watermark, recovery-point and log-start checkpoints are written."),
     s("log.writer.queue.max", "4096", "Appends queued for the log writer thread before producers wait."),
 ];
+
+/// Settings whose values are secrets: never logged, never shown by DescribeConfigs.
+pub const SECRET_SETTINGS: &[&str] = &["admin.token"];
 
 /// Looks a setting up by name.
 pub fn find(name: &str) -> Option<&'static Setting> {
