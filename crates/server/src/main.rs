@@ -34,6 +34,19 @@ enum Command {
     /// Inspect a running cluster.
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// Create, list, describe, alter and delete topics (Kafka protocol).
+    #[command(subcommand)]
+    Topic(cli::topic::TopicCommand),
+    /// List, describe, reset the offsets of and delete consumer groups (Kafka protocol).
+    #[command(subcommand)]
+    Group(cli::group::GroupCommand),
+    /// Write lines from stdin to a topic.
+    Produce(cli::produce::ProduceArgs),
+    /// Print a topic's records.
+    Consume(cli::consume::ConsumeArgs),
+    /// List, create and delete replication policies (admin HTTP API).
+    #[command(subcommand)]
+    Policy(cli::policy::PolicyCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -41,9 +54,8 @@ enum ClusterCommand {
     /// Brokers (live or fenced), the active controller, and each partition's leader, replicas
     /// and ISR. Exits 0 when healthy, 2 when a broker is fenced or a partition has no leader.
     Status {
-        /// Any broker's Kafka address.
-        #[arg(long, default_value = "127.0.0.1:9092")]
-        bootstrap: String,
+        #[command(flatten)]
+        bootstrap: cli::Bootstrap,
     },
 }
 
@@ -120,17 +132,36 @@ fn tokio_runtime() -> Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
+/// Runs a client subcommand and exits with its code (see `cli` for their meaning), printing
+/// the error on stderr.
+fn run_client(f: impl std::future::Future<Output = Result<i32>>) -> ! {
+    let outcome = tokio_runtime().and_then(|rt| rt.block_on(f));
+    let code = match outcome {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            cli::exit_code(&e)
+        }
+    };
+    std::process::exit(code)
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
+    let ok = |r: Result<()>| r.map(|_| cli::EXIT_OK);
     match cli.command {
+        Command::Topic(cmd) => run_client(async { ok(cli::topic::run(cmd).await) }),
+        Command::Group(cmd) => run_client(async { ok(cli::group::run(cmd).await) }),
+        Command::Produce(args) => run_client(async { ok(cli::produce::run(args).await) }),
+        Command::Consume(args) => run_client(async { ok(cli::consume::run(args).await) }),
+        Command::Policy(cmd) => run_client(async { ok(cli::policy::run(cmd)) }),
         Command::Settings => {
             print!("{}", settings::markdown_table());
             Ok(())
         }
         Command::Dev(args) => tokio_runtime()?.block_on(cli::dev::run(args)),
         Command::Cluster(ClusterCommand::Status { bootstrap }) => {
-            let code = tokio_runtime()?.block_on(cli::cluster::status(&bootstrap))?;
-            std::process::exit(code);
+            run_client(cli::cluster::status(&bootstrap.bootstrap))
         }
         Command::Serve(args) => {
             let env: BTreeMap<String, String> = std::env::vars()

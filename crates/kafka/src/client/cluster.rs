@@ -80,7 +80,7 @@ impl ClusterClient {
         match keys.iter().find(|(k, v)| !self.serves(*k, *v)) {
             None => Ok(()),
             Some((k, v)) => Err(ClientError::Unsupported(format!(
-                "{what} is not served by this cluster yet ({k:?} v{v} is missing from its ApiVersions)"
+                "{what}: not served by this cluster yet ({k:?} v{v} is missing from its ApiVersions)"
             ))),
         }
     }

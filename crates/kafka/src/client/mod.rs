@@ -5,6 +5,8 @@
 //! (`partitioner`). Not a general client.
 
 pub mod cluster;
+pub mod groups;
+pub mod ops;
 pub mod partitioner;
 pub mod records;
 

@@ -84,19 +84,22 @@ pub fn encode_batch(records: &[OutRecord]) -> Result<Bytes, ClientError> {
 }
 
 /// Decodes the whole batches of a fetch response's records (a trailing partial batch is left
-/// for the next fetch), skipping control records and records before `from`.
-pub fn decode_batches(records: &Bytes, from: i64) -> Result<Vec<InRecord>, ClientError> {
+/// for the next fetch), skipping control records and records before `from`. Also returns the
+/// offset to fetch next: after the last whole batch, `from` if there is none.
+pub fn decode_batches(records: &Bytes, from: i64) -> Result<(Vec<InRecord>, i64), ClientError> {
     let mut whole = 0;
+    let mut next = from;
     while let Ok(h) = BatchHeader::parse(&records[whole..]) {
         if whole + h.total_bytes() > records.len() {
             break;
         }
         whole += h.total_bytes();
+        next = next.max(h.next_offset().0);
     }
     let mut buf = records.slice(..whole);
     let sets = RecordBatchDecoder::decode_all(&mut buf)
         .map_err(|e| ClientError::Protocol(format!("decoding records: {e}")))?;
-    Ok(sets
+    let decoded = sets
         .into_iter()
         .flat_map(|s| s.records)
         .filter(|r| !r.control && r.offset >= from)
@@ -111,7 +114,8 @@ pub fn decode_batches(records: &Bytes, from: i64) -> Result<Vec<InRecord>, Clien
                 .map(|(k, v)| (k.to_string(), v))
                 .collect(),
         })
-        .collect())
+        .collect();
+    Ok((decoded, next))
 }
 
 #[cfg(test)]
@@ -143,7 +147,8 @@ mod tests {
             "one batch"
         );
         assert_eq!(BatchHeader::parse(&batch).unwrap().base_sequence, -1);
-        let back = decode_batches(&Bytes::from(stored), 6).unwrap();
+        let (back, next) = decode_batches(&Bytes::from(stored), 6).unwrap();
+        assert_eq!(next, 7, "after the last whole batch");
         assert_eq!(back.len(), 1, "records before `from` are skipped");
         assert_eq!(back[0].offset, 6);
         assert_eq!(back[0].value.as_deref(), Some(&b"v2"[..]));

@@ -13,7 +13,7 @@ use kafka_protocol::messages::{DescribeClusterRequest, MetadataRequest};
 pub async fn status(bootstrap: &str) -> Result<i32> {
     let mut c = Client::connect(bootstrap, Duration::from_secs(10))
         .await
-        .with_context(|| format!("connecting to {bootstrap}"))?;
+        .with_context(|| format!("cannot reach {bootstrap}"))?;
     let brokers = c
         .call(
             &DescribeClusterRequest::default()
