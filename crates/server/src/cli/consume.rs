@@ -80,7 +80,7 @@ fn parse_start(s: &str) -> Result<Start> {
 pub async fn run(args: ConsumeArgs) -> Result<()> {
     let start = parse_start(&args.from)?;
     let mut c = args.bootstrap.connect().await?;
-    let md = c.metadata(Some(&[args.topic.clone()])).await?;
+    let md = c.metadata(Some(std::slice::from_ref(&args.topic))).await?;
     let all =
         leaders(&md, &args.topic).ok_or_else(|| failed(format!("unknown topic {}", args.topic)))?;
     let chosen: Vec<(i32, Option<i32>)> = all

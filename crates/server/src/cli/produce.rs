@@ -41,7 +41,7 @@ pub struct ProduceArgs {
 /// Reads stdin to the end and produces every line; prints how many were written.
 pub async fn run(args: ProduceArgs) -> Result<()> {
     let mut c = args.bootstrap.connect().await?;
-    let md = c.metadata(Some(&[args.topic.clone()])).await?;
+    let md = c.metadata(Some(std::slice::from_ref(&args.topic))).await?;
     let partitions = leaders(&md, &args.topic).ok_or_else(|| {
         failed(format!(
             "unknown topic {} (create it with `ferrymq topic create`)",

@@ -240,6 +240,9 @@ async fn describe(c: &mut ClusterClient, name: &str) -> Result<()> {
         topic.partitions.len()
     );
     let ids = |v: &[BrokerId]| {
+        if v.is_empty() {
+            return "-".to_string();
+        }
         v.iter()
             .map(|b| b.0.to_string())
             .collect::<Vec<_>>()
