@@ -2,6 +2,9 @@
 //! with its own temporary data dir, killed on drop, and a raw Kafka-protocol client for
 //! sending exactly the bytes a test wants (bad input included).
 
+pub mod cluster;
+pub mod workload;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -48,56 +51,54 @@ pub struct BrokerProcess {
     child: Option<Child>,
     /// `127.0.0.1:port` of the Kafka listener.
     pub addr: String,
-    /// `127.0.0.1:port` of the admin HTTP listener (metrics, health, /v1), as the broker
-    /// logged it (it picks a free port at each start).
+    /// `127.0.0.1:port` of the admin HTTP listener (metrics, health, /v1), as this start of
+    /// the broker logged it (it is given port 0 and picks a free one).
     pub admin_addr: String,
+    /// Length of the log when the current process started.
+    log_offset: usize,
     /// The data directory (kept across restarts).
     pub data_dir: PathBuf,
     log_path: PathBuf,
-    /// Length of the log when the current process started.
-    log_offset: usize,
     extra: Vec<String>,
+    /// Command-line arguments before the overrides (node id, controller settings).
+    args: Vec<String>,
+    /// "ready" lines in the log before the current start.
+    ready_lines: usize,
     _tmp: Option<tempfile::TempDir>,
 }
 
 impl BrokerProcess {
     /// Starts a broker on a free port with a fresh data dir and extra `--override` settings.
     pub fn start(overrides: &[&str]) -> Result<BrokerProcess> {
-        let args: Vec<String> = overrides
-            .iter()
-            .flat_map(|o| ["--override".to_string(), o.to_string()])
-            .collect();
-        let mut b = BrokerProcess::launch(format!("127.0.0.1:{}", free_port()), args)?;
-        b.wait_ready(Duration::from_secs(30))?;
+        let mut b = BrokerProcess::prepare(overrides, Vec::new())?;
+        b.spawn()?;
         Ok(b)
     }
 
-    /// Spawns `ferrymq serve` on `addr` with extra command-line `args` (flags of `serve`),
-    /// without waiting for it: nodes of a cluster only listen once a quorum of voters runs.
-    pub fn launch(addr: String, args: Vec<String>) -> Result<BrokerProcess> {
+    /// A broker ready to start with `args` before the overrides (not started yet).
+    pub fn prepare(overrides: &[&str], args: Vec<String>) -> Result<BrokerProcess> {
         let tmp = tempfile::tempdir()?;
-        let data_dir = tmp.path().join("data");
-        let log_path = tmp.path().join("broker.log");
-        let mut b = BrokerProcess {
+        Ok(BrokerProcess {
             child: None,
-            addr,
+            addr: format!("127.0.0.1:{}", free_port()),
             admin_addr: String::new(),
-            data_dir,
-            log_path,
             log_offset: 0,
-            extra: args,
+            data_dir: tmp.path().join("data"),
+            log_path: tmp.path().join("broker.log"),
+            extra: overrides.iter().map(|s| s.to_string()).collect(),
+            args,
+            ready_lines: 0,
             _tmp: Some(tmp),
-        };
-        b.spawn_child()?;
-        Ok(b)
+        })
     }
 
-    fn spawn(&mut self) -> Result<()> {
-        self.spawn_child()?;
-        self.wait_ready(Duration::from_secs(30))
+    /// Sets the arguments given before the overrides (takes effect at the next start).
+    pub fn set_args(&mut self, args: Vec<String>) {
+        self.args = args;
     }
 
-    fn spawn_child(&mut self) -> Result<()> {
+    /// Starts the process without waiting for it to serve.
+    pub fn launch(&mut self) -> Result<()> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -110,47 +111,40 @@ impl BrokerProcess {
             .arg(&self.data_dir)
             .arg("--admin-listen")
             .arg("127.0.0.1:0")
+            .args(&self.args)
             .env(
                 "RUST_LOG",
                 std::env::var("FERRYMQ_TEST_LOG").unwrap_or_else(|_| "info,openraft=warn".into()),
             )
             .stdout(Stdio::null())
             .stderr(Stdio::from(log));
-        cmd.args(&self.extra);
-        self.log_offset = std::fs::metadata(&self.log_path).map_or(0, |m| m.len() as usize);
+        for o in &self.extra {
+            cmd.arg("--override").arg(o);
+        }
+        let log = self.log();
+        self.ready_lines = log.matches("FerryMQ broker ready").count();
+        self.log_offset = log.len();
         self.admin_addr.clear();
         self.child = Some(cmd.spawn().context("spawning ferrymq")?);
         Ok(())
     }
 
-    /// The admin address this start of the broker logged (`admin API listening
-    /// admin_listen=...`), if it has yet.
-    fn logged_admin_addr(&self) -> Option<String> {
-        let log = self.log();
-        log.get(self.log_offset..)?
-            .lines()
-            .find(|l| l.contains("admin API listening"))?
-            .split("admin_listen=")
-            .nth(1)?
-            .split_whitespace()
-            .next()
-            .map(str::to_string)
+    /// Waits until the process logs that it serves (or exits, or `timeout` passes).
+    pub fn wait_serving(&mut self, timeout: Duration) -> Result<()> {
+        self.wait_ready(timeout)
     }
 
-    /// Waits until the node is ready: its admin API (found in its log) answers
-    /// `/health/ready` with 200, i.e. it is registered, caught up and serving Kafka clients.
-    pub fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
+    fn spawn(&mut self) -> Result<()> {
+        self.launch()?;
+        self.wait_ready(Duration::from_secs(30))
+    }
+
+    fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
         loop {
-            if self.admin_addr.is_empty() {
-                if let Some(a) = self.logged_admin_addr() {
-                    self.admin_addr = a;
-                }
-            }
-            if !self.admin_addr.is_empty()
-                && http(&self.admin_addr, "GET", "/health/ready", None, None)
-                    .is_ok_and(|r| r.status == 200)
-            {
+            // Serving starts once the node is registered with the controller and caught up.
+            if self.log().matches("FerryMQ broker ready").count() > self.ready_lines {
+                self.admin_addr = self.logged_admin_addr().unwrap_or_default();
                 return Ok(());
             }
             if let Some(status) = self
@@ -169,6 +163,26 @@ impl BrokerProcess {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// The admin address this start of the broker logged (`admin API listening
+    /// admin_listen=...`, text or JSON logs), if it has yet.
+    fn logged_admin_addr(&self) -> Option<String> {
+        let log = self.log();
+        let line = log
+            .get(self.log_offset..)?
+            .lines()
+            .find(|l| l.contains("admin API listening"))?
+            .to_string();
+        let rest = line
+            .split("admin_listen=")
+            .nth(1)
+            .or_else(|| line.split("\"admin_listen\":\"").nth(1))?;
+        Some(
+            rest.split(|c: char| c.is_whitespace() || c == '"')
+                .next()?
+                .to_string(),
+        )
     }
 
     /// The broker's log so far.
@@ -220,14 +234,31 @@ impl BrokerProcess {
         self.spawn()
     }
 
-    /// Sends `signal` (e.g. `STOP`, `CONT`) to the process.
-    pub fn signal(&self, signal: &str) -> Result<()> {
-        let status = Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(self.pid().to_string())
-            .status()?;
-        anyhow::ensure!(status.success(), "kill -{signal} failed");
-        Ok(())
+    /// Sends a signal (`STOP`, `CONT`, `TERM`...) to the process.
+    pub fn signal(&self, sig: &str) {
+        if let Some(c) = &self.child {
+            let _ = Command::new("kill")
+                .arg(format!("-{sig}"))
+                .arg(c.id().to_string())
+                .status();
+        }
+    }
+
+    /// Waits for the process to exit on its own; its exit code.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                self.child = None;
+                return Some(status.code().unwrap_or(-1));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
     }
 
     /// True while the process runs.
@@ -241,9 +272,7 @@ impl BrokerProcess {
 impl Drop for BrokerProcess {
     fn drop(&mut self) {
         // A paused process must be resumed to die of SIGKILL promptly on every kernel.
-        if self.child.is_some() {
-            let _ = self.signal("CONT");
-        }
+        self.signal("CONT");
         self.kill9();
         if std::thread::panicking() {
             eprintln!("---- broker log ({}) ----\n{}", self.addr, self.log());

@@ -57,6 +57,18 @@ impl AdminState {
         }
     }
 
+    /// Wires leadership actions.
+    pub fn with_leadership(mut self, actions: Arc<dyn LeadershipActions>) -> AdminState {
+        self.leadership = Some(actions);
+        self
+    }
+
+    /// Wires consumer groups.
+    pub fn with_groups(mut self, groups: Arc<dyn GroupsView>) -> AdminState {
+        self.groups = Some(groups);
+        self
+    }
+
     /// The node serves clients from now on.
     pub fn set_serving(&self, broker: Arc<Broker>) {
         assert!(

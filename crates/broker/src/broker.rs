@@ -8,18 +8,22 @@ use std::time::Duration;
 
 use ferrymq_cluster::{Controller, MetadataImage};
 use ferrymq_log::{AppendInfo, ValidatedBatch};
-use ferrymq_types::{LeaderEpoch, Offset, TopicPartition};
+use ferrymq_types::{LeaderEpoch, NodeId, Offset, TopicPartition};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::clock::Clock;
 use crate::config::BrokerConfig;
 use crate::error::BrokerError;
+use crate::fetch::ReplicaFetchParams;
 use crate::fetch::{self, FetchParams};
 use crate::log_writer::{Durability, LogWriter};
 use crate::metrics;
-use crate::partition::{ListedOffset, OffsetSpec, Partition, ReadBound, ReadOutcome};
+use crate::partition::{AckState, ListedOffset, OffsetSpec, Partition, ReadBound, ReadOutcome};
 use crate::partitions::{read_startup_state, Partitions};
+use crate::replication::fetcher::ReplicaFetchers;
+use crate::replication::replica::ReplicaRead;
+use crate::replication::transport::ReplicaTransport;
 
 /// Marker file present only after a clean stop.
 pub const CLEAN_SHUTDOWN_MARKER: &str = ".clean-shutdown";
@@ -51,6 +55,9 @@ pub struct Broker {
     clock: Arc<dyn Clock>,
     controller: Arc<Controller>,
     partitions: Arc<Partitions>,
+    fetchers: ReplicaFetchers,
+    /// Partitions with an ISR change in flight to the controller.
+    isr_pending: std::sync::Mutex<std::collections::HashSet<TopicPartition>>,
     writer: LogWriter,
     shutdown: watch::Sender<bool>,
     tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
@@ -63,6 +70,7 @@ impl Broker {
         config: BrokerConfig,
         controller: Arc<Controller>,
         clock: Arc<dyn Clock>,
+        transport: Arc<dyn ReplicaTransport>,
     ) -> Result<Arc<Broker>, BrokerError> {
         let marker = config.data_dir.join(CLEAN_SHUTDOWN_MARKER);
         let clean = marker.exists();
@@ -73,8 +81,20 @@ impl Broker {
             config.data_dir.clone(),
             config.topic_defaults.clone(),
             startup,
+            clock.clone(),
         ));
-        partitions.apply_image(&controller.image());
+        let (shutdown, stop) = watch::channel(false);
+        let fetchers = ReplicaFetchers::new(
+            config.node_id,
+            transport,
+            partitions.clone(),
+            controller.subscribe(),
+            config.fetcher,
+            stop,
+        );
+        if let Some(follow) = partitions.apply_image(&controller.image()) {
+            fetchers.update(&follow);
+        }
         if clean {
             std::fs::remove_file(&marker)
                 .and_then(|_| sync_dir(&config.data_dir))
@@ -85,12 +105,13 @@ impl Broker {
             config.flush_interval_messages,
             config.writer_queue_max,
         );
-        let (shutdown, _) = watch::channel(false);
         Ok(Arc::new(Broker {
             config,
             clock,
             controller,
             partitions,
+            fetchers,
+            isr_pending: std::sync::Mutex::new(std::collections::HashSet::new()),
             writer,
             shutdown,
             tasks: std::sync::Mutex::new(Vec::new()),
@@ -101,6 +122,12 @@ impl Broker {
     pub fn start(self: &Arc<Self>) {
         let mut tasks = self.tasks.lock().expect("tasks lock");
         tasks.push(tokio::spawn(follow_metadata(self.clone())));
+        let b = self.clone();
+        let isr_check_ms = (self.config.replica_lag_time_max_ms / 4).clamp(50, 500);
+        tasks.push(every(self.shutdown.subscribe(), isr_check_ms, move || {
+            let b = b.clone();
+            async move { b.maintain_isr() }
+        }));
         let b = self.clone();
         tasks.push(every(
             self.shutdown.subscribe(),
@@ -166,7 +193,7 @@ impl Broker {
     /// Applies the controller's latest image now (after an admin change, so the partitions a
     /// client was just told about exist when it uses them).
     pub fn sync_metadata(&self) {
-        self.partitions.apply_image(&self.controller.image());
+        self.apply_image(&self.controller.image());
     }
 
     /// The hosted replica of `tp`.
@@ -189,6 +216,19 @@ impl Broker {
         acks: Acks,
         timeout: Duration,
     ) -> Result<Produced, BrokerError> {
+        self.submit_produce(tp, batch, acks, timeout).await?.await
+    }
+
+    /// Checks and queues a producer's batch; returns once it is queued (appends happen in
+    /// queueing order, which is how a connection keeps its produce requests in order) with a
+    /// future that resolves as `acks` requires.
+    pub async fn submit_produce(
+        &self,
+        tp: &TopicPartition,
+        batch: ValidatedBatch,
+        acks: Acks,
+        timeout: Duration,
+    ) -> Result<impl std::future::Future<Output = Result<Produced, BrokerError>>, BrokerError> {
         let partition = self.partition(tp)?;
         partition.check_produce(batch.len(), acks == Acks::All)?;
         let durability = if acks == Acks::All || self.config.flush_interval_messages <= 1 {
@@ -198,26 +238,103 @@ impl Broker {
         };
         let mut hw = partition.subscribe_hw();
         let (bytes, messages) = (batch.len(), batch.header().record_count.max(0) as u64);
-        let append = self
+        let epoch = partition.leader_epoch();
+        let appended = self
             .writer
-            .append(partition.clone(), batch, durability)
+            .submit(partition.clone(), batch, durability)
             .await?;
-        metrics::produced(&tp.topic, bytes, messages);
-        if acks == Acks::All {
-            let _waiting = metrics::Waiting::enter(metrics::Purgatory::Produce);
-            let target = append.log_end_offset;
-            let wait = hw.wait_for(|h| *h >= target);
-            match tokio::time::timeout(timeout, wait).await {
-                Ok(Ok(_)) => {}
-                Ok(Err(_)) => return Err(BrokerError::NotLeaderOrFollower),
-                Err(_) => return Err(BrokerError::RequestTimedOut),
+        Ok(async move {
+            let append = appended.await?;
+            metrics::produced(&partition.tp().topic, bytes, messages);
+            if acks == Acks::All {
+                let _waiting = metrics::Waiting::enter(metrics::Purgatory::Produce);
+                // Answered once every ISR member has the batch (fsynced), or with the reason
+                // it cannot be: leadership moved, or the ISR fell below min.insync.replicas.
+                let target = append.log_end_offset;
+                let wait = async {
+                    loop {
+                        match partition.ack_state(target, epoch) {
+                            AckState::Done => return Ok(()),
+                            AckState::Failed(e) => return Err(e),
+                            AckState::Wait => {}
+                        }
+                        if hw.changed().await.is_err() {
+                            return Err(BrokerError::NotLeaderOrFollower);
+                        }
+                    }
+                };
+                match tokio::time::timeout(timeout, wait).await {
+                    Ok(result) => result?,
+                    Err(_) => return Err(BrokerError::RequestTimedOut),
+                }
             }
-        }
-        let (_, _, log_start_offset) = partition.checkpoint_offsets();
-        Ok(Produced {
-            append,
-            log_start_offset,
+            let (_, _, log_start_offset) = partition.checkpoint_offsets();
+            Ok(Produced {
+                append,
+                log_start_offset,
+            })
         })
+    }
+
+    /// A follower's fetch, long-polling for new data.
+    pub async fn replica_fetch(
+        &self,
+        replica: NodeId,
+        params: &ReplicaFetchParams,
+    ) -> Vec<Result<ReplicaRead, BrokerError>> {
+        let hosted: Vec<_> = params
+            .partitions
+            .iter()
+            .map(|p| self.partition(&p.tp))
+            .collect();
+        fetch::replica_fetch(&hosted, replica, params).await
+    }
+
+    /// Applies a metadata image: hosted partitions and what the fetchers follow.
+    fn apply_image(&self, image: &MetadataImage) {
+        if let Some(follow) = self.partitions.apply_image(image) {
+            self.fetchers.update(&follow);
+        }
+    }
+
+    /// Proposes the ISR changes leaders want (AlterPartition), one in flight per partition.
+    fn maintain_isr(self: &Arc<Self>) {
+        let lag_max = self.config.replica_lag_time_max_ms as i64;
+        for p in self.partitions.all() {
+            let Some(proposal) = p.isr_proposal(lag_max) else {
+                continue;
+            };
+            if !self
+                .isr_pending
+                .lock()
+                .expect("isr pending lock")
+                .insert(p.tp().clone())
+            {
+                continue;
+            }
+            let b = self.clone();
+            tokio::spawn(async move {
+                let tp = p.tp().clone();
+                let result = b
+                    .controller
+                    .alter_partition(
+                        proposal.topic_id,
+                        tp.partition,
+                        proposal.leader_epoch,
+                        proposal.partition_epoch,
+                        proposal.new_isr.clone(),
+                    )
+                    .await;
+                match result {
+                    Ok(()) => {
+                        tracing::info!(partition = %tp, leader_epoch = proposal.leader_epoch.0,
+                        isr = ?proposal.new_isr.iter().map(|r| r.0).collect::<Vec<_>>(), "ISR changed")
+                    }
+                    Err(e) => tracing::debug!(partition = %tp, error = %e, "ISR change refused"),
+                }
+                b.isr_pending.lock().expect("isr pending lock").remove(&tp);
+            });
+        }
     }
 
     /// A fetch, long-polling as its parameters ask.
@@ -320,8 +437,8 @@ async fn follow_metadata(broker: Arc<Broker>) {
             changed = images.changed() => {
                 if changed.is_err() { return; }
                 let image = images.borrow_and_update().clone();
-                let parts = broker.partitions.clone();
-                let _ = tokio::task::spawn_blocking(move || parts.apply_image(&image)).await;
+                let b = broker.clone();
+                let _ = tokio::task::spawn_blocking(move || b.apply_image(&image)).await;
             }
             _ = stop.changed() => return,
         }

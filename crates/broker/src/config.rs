@@ -25,6 +25,10 @@ pub struct BrokerConfig {
     pub checkpoint_interval_ms: u64,
     /// `log.writer.queue.max`: appends waiting for the writer thread before producers wait.
     pub writer_queue_max: usize,
+    /// `replica.lag.time.max.ms`: a follower not caught up for this long leaves the ISR.
+    pub replica_lag_time_max_ms: u64,
+    /// `replica.fetch.*` settings of the follower fetchers.
+    pub fetcher: crate::replication::fetcher::FetcherConfig,
 }
 
 impl BrokerConfig {
@@ -39,6 +43,13 @@ impl BrokerConfig {
             retention_check_interval_ms: 300_000,
             checkpoint_interval_ms: 5000,
             writer_queue_max: 4096,
+            replica_lag_time_max_ms: 10_000,
+            fetcher: crate::replication::fetcher::FetcherConfig {
+                wait_max_ms: 500,
+                partition_max_bytes: 1 << 20,
+                response_max_bytes: 10 << 20,
+                backoff_ms: 100,
+            },
         }
     }
 }

@@ -15,6 +15,7 @@ pub mod log_writer;
 pub mod metrics;
 pub mod partition;
 pub mod partitions;
+pub mod replication;
 
 pub use broker::{Acks, Broker, Produced, CLEAN_SHUTDOWN_MARKER};
 pub use clock::{Clock, SystemClock};
@@ -22,5 +23,6 @@ pub use config::BrokerConfig;
 pub use error::BrokerError;
 pub use fetch::{FetchParams, FetchPartition};
 pub use partition::{
-    ListedOffset, OffsetSpec, Partition, PartitionSnapshot, ReadBound, ReadOutcome, Role,
+    FollowerLag, ListedOffset, OffsetSpec, Partition, PartitionSnapshot, ReadBound, ReadOutcome,
+    Role,
 };

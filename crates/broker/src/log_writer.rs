@@ -89,6 +89,19 @@ impl LogWriter {
         batch: ValidatedBatch,
         durability: Durability,
     ) -> Result<AppendInfo, BrokerError> {
+        self.submit(partition, batch, durability).await?.await
+    }
+
+    /// Queues an append and returns once it is queued: appends are written in the order they
+    /// were submitted, so a caller that submits in request order gets offsets in that order.
+    /// The returned future resolves when the append is `durability`-done.
+    pub async fn submit(
+        &self,
+        partition: Arc<Partition>,
+        batch: ValidatedBatch,
+        durability: Durability,
+    ) -> Result<impl std::future::Future<Output = Result<AppendInfo, BrokerError>>, BrokerError>
+    {
         let (reply, rx) = oneshot::channel();
         let job = AppendJob {
             partition,
@@ -100,7 +113,7 @@ impl LogWriter {
             .send(Msg::Append(job))
             .await
             .map_err(|_| BrokerError::ShuttingDown)?;
-        rx.await.map_err(|_| BrokerError::ShuttingDown)?
+        Ok(async move { rx.await.map_err(|_| BrokerError::ShuttingDown)? })
     }
 
     /// fsyncs every partition with unflushed data; resolves when done.

@@ -8,11 +8,11 @@
 //! - **state** sampled when metrics are scraped (`sample`): partitions by role and health,
 //!   log size, segments and offsets per partition, purgatory sizes. Sampling at scrape time, instead of
 //!   instrumenting every path that changes them, keeps the hot paths free and the values exact;
-//! - **hooks** for features that are not built yet, so their metrics have one name and one
-//!   place from the start: `replica_lag` (follower fetchers, replication) and `group_lag`
-//!   (group coordinator). Until their callers exist these series are absent, not zero. Hook
-//!   gauges must be set again at least every few minutes: the exporter drops gauges left
-//!   unset for longer (that is how a deleted partition's series go away).
+//! - **hooks** with one name and one place for metrics whose source lives elsewhere:
+//!   `replica_lag` (fed by `sample` from the leader's follower progress) and `group_lag` (for
+//!   the group coordinator; until it calls it, those series are absent, not zero). Hook gauges
+//!   must be set again at least every few minutes: the exporter drops gauges left unset for
+//!   longer (that is how a deleted partition's series go away).
 //!
 //! Names follow Prometheus conventions: snake case, base units (`_bytes`, `_seconds`), `_total`
 //! for counters. Every name is a constant here and described in `describe`.
@@ -257,6 +257,9 @@ pub fn sample(broker: &Broker) -> PartitionCounts {
         gauge!(LOG_START_OFFSET, &labels).set(s.log_start_offset.0 as f64);
         gauge!(LOG_END_OFFSET, &labels).set(s.log_end_offset.0 as f64);
         gauge!(HIGH_WATERMARK, &labels).set(s.high_watermark.0 as f64);
+        for f in &s.followers {
+            replica_lag(p.tp(), f.replica, f.messages, f.seconds);
+        }
     }
     for (state, n) in [
         ("leader", counts.leader),

@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 use ferrymq_cluster::{PartitionInfo, TopicSettings};
@@ -17,7 +17,9 @@ use ferrymq_types::{LeaderEpoch, NodeId, Offset, TopicPartition};
 use tokio::sync::watch;
 use uuid::Uuid;
 
+use crate::clock::Clock;
 use crate::error::BrokerError;
+use crate::replication::progress::LeaderProgress;
 
 /// Name of the file holding the partition's topic id, as Kafka's `partition.metadata`.
 const PARTITION_METADATA: &str = "partition.metadata";
@@ -92,6 +94,20 @@ pub struct PartitionSnapshot {
     pub log_size_bytes: u64,
     /// Segments of the log.
     pub segments: usize,
+    /// On the leader, each follower's lag; empty elsewhere.
+    pub followers: Vec<FollowerLag>,
+}
+
+/// How far one follower is behind the leader, as the leader sees it.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct FollowerLag {
+    /// The follower.
+    pub replica: NodeId,
+    /// Leader LEO minus the follower's LEO as of its last fetch (the leader's whole log before
+    /// its first fetch in this epoch).
+    pub messages: i64,
+    /// Time since it was last caught up.
+    pub seconds: f64,
 }
 
 /// Data read from a partition, with the offsets a fetch response reports.
@@ -108,25 +124,49 @@ pub struct ReadOutcome {
 }
 
 #[derive(Debug)]
-struct Inner {
-    log: PartitionLog,
-    leader_epoch: LeaderEpoch,
-    leader: Option<NodeId>,
-    isr: Vec<NodeId>,
-    replicas: Vec<NodeId>,
-    hw: Offset,
-    settings: TopicSettings,
-    unflushed_messages: u64,
+pub(crate) struct Inner {
+    pub(crate) log: PartitionLog,
+    pub(crate) leader_epoch: LeaderEpoch,
+    pub(crate) partition_epoch: i32,
+    pub(crate) leader: Option<NodeId>,
+    pub(crate) isr: Vec<NodeId>,
+    pub(crate) replicas: Vec<NodeId>,
+    pub(crate) hw: Offset,
+    pub(crate) settings: TopicSettings,
+    pub(crate) unflushed_messages: u64,
+    /// The leader's view of its followers; `None` unless this replica leads.
+    pub(crate) progress: Option<LeaderProgress>,
+}
+
+impl Inner {
+    /// `min(min.insync.replicas, replication factor)`, as Kafka.
+    pub(crate) fn effective_min_isr(&self) -> usize {
+        (self.settings.min_insync_replicas.max(1) as usize).min(self.replicas.len().max(1))
+    }
+}
+
+/// What an acks=all produce waiting for `target` should do now.
+#[derive(Debug)]
+pub enum AckState {
+    /// The HW passed the batch: answer success.
+    Done,
+    /// Keep waiting.
+    Wait,
+    /// Answer with this error.
+    Failed(BrokerError),
 }
 
 /// A partition replica hosted by this broker.
 #[derive(Debug)]
 pub struct Partition {
-    tp: TopicPartition,
+    pub(crate) tp: TopicPartition,
     topic_id: Uuid,
-    node_id: NodeId,
-    inner: Mutex<Inner>,
-    hw_tx: watch::Sender<Offset>,
+    pub(crate) node_id: NodeId,
+    pub(crate) inner: Mutex<Inner>,
+    pub(crate) hw_tx: watch::Sender<Offset>,
+    /// The log end offset, for replica fetches long-polling on new data.
+    pub(crate) leo_tx: watch::Sender<Offset>,
+    pub(crate) clock: Arc<dyn Clock>,
     /// Set after a storage error: the partition answers KAFKA_STORAGE_ERROR until restart.
     offline: AtomicBool,
     /// Set when the topic is deleted: late appends fail instead of writing to unlinked files.
@@ -156,6 +196,7 @@ impl Partition {
         settings: TopicSettings,
         opts: OpenOptions,
         checkpointed_hw: Offset,
+        clock: Arc<dyn Clock>,
     ) -> Result<Partition, BrokerError> {
         let dir = data_dir.join(tp.dir_name());
         prepare_dir(&dir, topic_id)?;
@@ -167,6 +208,10 @@ impl Partition {
         }
         let hw = checkpointed_hw.clamp(log.log_start_offset(), log.log_end_offset());
         let (hw_tx, _) = watch::channel(hw);
+        let (leo_tx, _) = watch::channel(log.log_end_offset());
+        let now = clock.now_ms();
+        let progress = (info.leader == Some(node_id))
+            .then(|| LeaderProgress::new(node_id, &info.replicas, log.log_end_offset(), now));
         let p = Partition {
             tp,
             topic_id,
@@ -174,14 +219,18 @@ impl Partition {
             inner: Mutex::new(Inner {
                 log,
                 leader_epoch: info.leader_epoch,
+                partition_epoch: info.partition_epoch,
                 leader: info.leader,
                 isr: info.isr.clone(),
                 replicas: info.replicas.clone(),
                 hw,
                 settings,
                 unflushed_messages: 0,
+                progress,
             }),
             hw_tx,
+            leo_tx,
+            clock,
             offline: AtomicBool::new(false),
             removed: AtomicBool::new(false),
         };
@@ -189,7 +238,7 @@ impl Partition {
         Ok(p)
     }
 
-    fn lock(&self) -> MutexGuard<'_, Inner> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().expect("partition lock poisoned")
     }
 
@@ -203,8 +252,10 @@ impl Partition {
         self.topic_id
     }
 
-    /// Applies a new metadata image's view of this partition.
+    /// Applies a new metadata image's view of this partition: a new leader epoch makes this
+    /// replica leader (fresh follower bookkeeping from its log end) or follower.
     pub fn apply_metadata(&self, info: &PartitionInfo, settings: TopicSettings) {
+        let now = self.clock.now_ms();
         let mut inner = self.lock();
         assert!(
             info.leader_epoch >= inner.leader_epoch,
@@ -214,7 +265,9 @@ impl Partition {
             info.leader_epoch
         );
         self.log_changes(&inner, info);
+        let new_epoch = info.leader_epoch != inner.leader_epoch || info.leader != inner.leader;
         inner.leader_epoch = info.leader_epoch;
+        inner.partition_epoch = info.partition_epoch;
         inner.leader = info.leader;
         inner.isr = info.isr.clone();
         inner.replicas = info.replicas.clone();
@@ -222,24 +275,39 @@ impl Partition {
             inner.log.set_config(log_config(&settings));
             inner.settings = settings;
         }
+        let leads = info.leader == Some(self.node_id);
+        if leads && (new_epoch || inner.progress.is_none()) {
+            let leo = inner.log.log_end_offset();
+            inner.progress = Some(LeaderProgress::new(self.node_id, &info.replicas, leo, now));
+            tracing::info!(partition = %self.tp, leader_epoch = info.leader_epoch.0, log_end_offset = leo.0,
+                high_watermark = inner.hw.0, isr = ?info.isr.iter().map(|r| r.0).collect::<Vec<_>>(), "became leader");
+        } else if leads {
+            inner
+                .progress
+                .as_mut()
+                .expect("leader has progress")
+                .set_replicas(&info.replicas, now);
+        } else {
+            if new_epoch {
+                tracing::info!(partition = %self.tp, leader_epoch = info.leader_epoch.0, leader = ?info.leader.map(|l| l.0), "following");
+            }
+            inner.progress = None;
+        }
         self.update_hw(&mut inner);
+        // Wake acks=all waiters and fetches: they re-check leadership and the ISR.
+        self.hw_tx.send_modify(|_| {});
+        self.leo_tx.send_modify(|_| {});
     }
 
-    /// One log line per change an operator cares about (leadership, ISR), with the partition
-    /// and leader epoch; ISR changes of partitions led here are counted in metrics.
+    /// Log lines for changes an operator cares about that `apply_metadata` does not log
+    /// itself (it logs "became leader" and "following"): a partition left without a leader,
+    /// and ISR changes, with the partition and leader epoch. ISR changes of partitions led
+    /// here are counted in metrics.
     fn log_changes(&self, inner: &Inner, info: &PartitionInfo) {
         let leader = info.leader.map(|l| l.0);
-        if info.leader != inner.leader || info.leader_epoch != inner.leader_epoch {
-            let role = match info.leader {
-                Some(l) if l == self.node_id => "leader",
-                Some(_) => "follower",
-                None => "offline",
-            };
-            if info.leader.is_none() {
-                tracing::warn!(partition = %self.tp, leader_epoch = info.leader_epoch.0, isr = ?ids(&info.isr), "partition has no leader: offline");
-            } else {
-                tracing::info!(partition = %self.tp, leader, leader_epoch = info.leader_epoch.0, role, "leader elected");
-            }
+        let changed = info.leader != inner.leader || info.leader_epoch != inner.leader_epoch;
+        if changed && info.leader.is_none() {
+            tracing::warn!(partition = %self.tp, leader_epoch = info.leader_epoch.0, isr = ?ids(&info.isr), "partition has no leader: offline");
         }
         if info.isr != inner.isr {
             tracing::info!(partition = %self.tp, leader, leader_epoch = info.leader_epoch.0,
@@ -265,44 +333,71 @@ impl Partition {
             leader_epoch: inner.leader_epoch,
             replicas: inner.replicas.clone(),
             isr: inner.isr.clone(),
-            min_insync_replicas: (inner.settings.min_insync_replicas.max(1) as usize)
-                .min(inner.replicas.len().max(1)),
+            min_insync_replicas: inner.effective_min_isr(),
             high_watermark: inner.hw,
             log_start_offset: inner.log.log_start_offset(),
             log_end_offset: inner.log.log_end_offset(),
             log_size_bytes: inner.log.size_bytes(),
             segments: inner.log.segment_count(),
+            followers: self.follower_lags(&inner),
         }
     }
 
-    /// Recomputes the HW from the ISR and publishes it if it moved. Only the local replica's
-    /// LEO is tracked so far, so an ISR with other members holds the HW where it is.
-    fn update_hw(&self, inner: &mut Inner) {
-        if inner.leader != Some(self.node_id) {
-            return;
-        }
-        let min_isr =
-            (inner.settings.min_insync_replicas.max(1) as usize).min(inner.replicas.len().max(1));
-        if inner.isr.len() < min_isr {
-            return;
-        }
-        if inner.isr.iter().any(|&r| r != self.node_id) {
-            return;
-        }
+    fn follower_lags(&self, inner: &Inner) -> Vec<FollowerLag> {
+        let Some(progress) = &inner.progress else {
+            return Vec::new();
+        };
         let leo = inner.log.log_end_offset();
-        assert!(
-            inner.hw <= leo,
-            "hw={} leo={leo} partition={}",
-            inner.hw,
-            self.tp
-        );
-        if leo > inner.hw {
-            inner.hw = leo;
-            self.hw_tx.send_replace(leo);
+        let now = self.clock.now_ms();
+        progress
+            .followers()
+            .map(|(id, f)| FollowerLag {
+                replica: *id,
+                messages: leo.0 - f.leo.map_or(inner.log.log_start_offset().0, |l| l.0),
+                seconds: (now - f.last_caught_up_ms).max(0) as f64 / 1000.0,
+            })
+            .collect()
+    }
+
+    /// Recomputes the leader's HW from the ISR's log end offsets and publishes it if it moved.
+    /// It never moves back (`DESIGN.md` §1) and not at all below the effective minimum ISR.
+    pub(crate) fn update_hw(&self, inner: &mut Inner) {
+        let leo = inner.log.log_end_offset();
+        let min_isr = inner.effective_min_isr();
+        let Some(progress) = &inner.progress else {
+            return;
+        };
+        let Some(hw) = progress.high_watermark(&inner.isr, leo, min_isr) else {
+            return;
+        };
+        assert!(hw <= leo, "hw={hw} leo={leo} partition={}", self.tp);
+        if hw > inner.hw {
+            inner.hw = hw;
+            self.hw_tx.send_replace(hw);
         }
     }
 
-    fn check_usable(&self) -> Result<(), BrokerError> {
+    /// Where an acks=all produce waiting for the HW to reach `target` in `epoch` stands.
+    pub fn ack_state(&self, target: Offset, epoch: LeaderEpoch) -> AckState {
+        let inner = self.lock();
+        if inner.leader != Some(self.node_id) || inner.leader_epoch != epoch {
+            return AckState::Failed(BrokerError::NotLeaderOrFollower);
+        }
+        if inner.hw >= target {
+            return AckState::Done;
+        }
+        if inner.isr.len() < inner.effective_min_isr() {
+            return AckState::Failed(BrokerError::NotEnoughReplicasAfterAppend);
+        }
+        AckState::Wait
+    }
+
+    /// The current leader epoch.
+    pub fn leader_epoch(&self) -> LeaderEpoch {
+        self.lock().leader_epoch
+    }
+
+    pub(crate) fn check_usable(&self) -> Result<(), BrokerError> {
         if self.removed.load(Ordering::Acquire) {
             return Err(BrokerError::UnknownTopicOrPartition);
         }
@@ -315,7 +410,7 @@ impl Partition {
         Ok(())
     }
 
-    fn check_leader(
+    pub(crate) fn check_leader(
         &self,
         inner: &Inner,
         current_epoch: Option<LeaderEpoch>,
@@ -380,6 +475,7 @@ impl Partition {
         };
         inner.unflushed_messages += batch.header().record_count.max(0) as u64;
         self.update_hw(&mut inner);
+        self.leo_tx.send_replace(info.log_end_offset);
         Ok(info)
     }
 
@@ -408,6 +504,20 @@ impl Partition {
     /// Offsets below this are durable.
     pub fn recovery_point(&self) -> Offset {
         self.lock().log.recovery_point()
+    }
+
+    /// A storage-engine failure: the partition goes offline.
+    pub(crate) fn fail_storage(&self, e: ferrymq_log::Error) -> BrokerError {
+        self.go_offline(e)
+    }
+
+    /// An I/O failure reading this partition: it goes offline.
+    pub(crate) fn storage_failure(&self, op: &'static str, e: std::io::Error) -> BrokerError {
+        self.go_offline(ferrymq_log::Error::Io {
+            op,
+            path: PathBuf::from(self.tp.dir_name()),
+            source: e,
+        })
     }
 
     fn go_offline(&self, e: ferrymq_log::Error) -> BrokerError {

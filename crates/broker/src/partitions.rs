@@ -10,6 +10,7 @@ use ferrymq_cluster::{MetadataImage, TopicDefaults, TopicSettings};
 use ferrymq_log::{checkpoint, OpenOptions};
 use ferrymq_types::{NodeId, Offset, TopicPartition};
 
+use crate::clock::Clock;
 use crate::error::BrokerError;
 use crate::partition::Partition;
 
@@ -33,6 +34,15 @@ pub struct StartupState {
     pub log_starts: BTreeMap<TopicPartition, Offset>,
 }
 
+/// What image application remembers between calls.
+#[derive(Debug)]
+struct Applying {
+    /// Checkpoints read at startup, consumed by the first application.
+    startup: Option<StartupState>,
+    /// Metadata offset of the last image applied.
+    offset: i64,
+}
+
 /// The partitions hosted here.
 #[derive(Debug)]
 pub struct Partitions {
@@ -41,7 +51,8 @@ pub struct Partitions {
     topic_defaults: TopicDefaults,
     map: RwLock<HashMap<TopicPartition, Arc<Partition>>>,
     /// Serialises image application (opening logs is not idempotent under races).
-    applying: Mutex<Option<StartupState>>,
+    applying: Mutex<Applying>,
+    clock: Arc<dyn Clock>,
 }
 
 impl Partitions {
@@ -51,13 +62,18 @@ impl Partitions {
         data_dir: PathBuf,
         topic_defaults: TopicDefaults,
         startup: StartupState,
+        clock: Arc<dyn Clock>,
     ) -> Partitions {
         Partitions {
             node_id,
             data_dir,
             topic_defaults,
             map: RwLock::new(HashMap::new()),
-            applying: Mutex::new(Some(startup)),
+            applying: Mutex::new(Applying {
+                startup: Some(startup),
+                offset: -1,
+            }),
+            clock,
         }
     }
 
@@ -77,10 +93,18 @@ impl Partitions {
     }
 
     /// Brings the hosted set in line with `image`. Storage errors take only the affected
-    /// partition out (it stays absent and is logged); the rest proceed.
-    pub fn apply_image(&self, image: &MetadataImage) {
+    /// partition out (it stays absent and is logged); the rest proceed. Returns the partitions
+    /// this node follows, with their leaders, for the replica fetchers.
+    pub fn apply_image(&self, image: &MetadataImage) -> Option<Vec<(TopicPartition, NodeId)>> {
+        let mut follow = Vec::new();
         let mut applying = self.applying.lock().expect("apply lock");
-        let startup = applying.take();
+        // Images are applied from several tasks (metadata follower, admin requests): never go
+        // back to an older one, whatever order they arrive in.
+        if image.applied_offset < applying.offset {
+            return None;
+        }
+        applying.offset = image.applied_offset;
+        let startup = applying.startup.take();
         let mut wanted: HashMap<TopicPartition, ()> = HashMap::new();
         for topic in image.topics.values() {
             let settings = TopicSettings::resolve(&topic.configs, &self.topic_defaults);
@@ -93,6 +117,9 @@ impl Partitions {
                     partition: *pid,
                 };
                 wanted.insert(tp.clone(), ());
+                if let Some(leader) = info.leader.filter(|l| *l != self.node_id) {
+                    follow.push((tp.clone(), leader));
+                }
                 if let Some(existing) = self.get(&tp) {
                     if existing.topic_id() == topic.id {
                         existing.apply_metadata(info, settings.clone());
@@ -115,6 +142,7 @@ impl Partitions {
                     settings.clone(),
                     opts,
                     hw,
+                    self.clock.clone(),
                 ) {
                     Ok(p) => {
                         tracing::info!(partition = %tp, leader_epoch = info.leader_epoch.0, leader = ?info.leader.map(|l| l.0), "partition opened");
@@ -143,6 +171,7 @@ impl Partitions {
         if startup.is_some() {
             self.remove_orphan_dirs(&wanted);
         }
+        Some(follow)
     }
 
     fn remove(&self, tp: &TopicPartition) {

@@ -82,6 +82,87 @@ pub fn on_fenced(
     out
 }
 
+/// Records moving leadership back to each partition's preferred (first) replica where it is
+/// live, in the ISR and not leading; limited to `only` partitions when given.
+pub fn preferred(
+    image: &MetadataImage,
+    only: Option<&[(uuid::Uuid, PartitionId)]>,
+) -> Vec<MetadataRecord> {
+    let mut out = Vec::new();
+    for topic in image.topics.values() {
+        for (pid, p) in &topic.partitions {
+            if only.is_some_and(|o| !o.contains(&(topic.id, *pid))) {
+                continue;
+            }
+            let Some(&first) = p.replicas.first() else {
+                continue;
+            };
+            if p.leader == Some(first) || !p.isr.contains(&first) || !image.is_live(first) {
+                continue;
+            }
+            let mut next = p.clone();
+            next.leader = Some(first);
+            next.leader_epoch = LeaderEpoch(p.leader_epoch.0 + 1);
+            next.partition_epoch += 1;
+            out.push(record(topic, *pid, &next));
+        }
+    }
+    out
+}
+
+/// Why an ISR change from a leader was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IsrRefusal {
+    /// The partition or topic is gone.
+    UnknownPartition,
+    /// The sender is not the current leader, or its epoch is stale.
+    FencedLeaderEpoch,
+    /// The change was based on an older partition state.
+    InvalidUpdateVersion,
+    /// The proposed ISR is not a subset of the replicas or leaves out the leader.
+    InvalidIsr,
+}
+
+/// Validates an ISR change proposed by a partition leader (AlterPartition semantics) and
+/// returns the record committing it. Fenced brokers are dropped from the proposal: only live
+/// replicas may join the ISR.
+pub fn alter_isr(
+    image: &MetadataImage,
+    topic_id: uuid::Uuid,
+    partition: PartitionId,
+    leader: NodeId,
+    leader_epoch: LeaderEpoch,
+    partition_epoch: i32,
+    proposed: &[NodeId],
+) -> Result<MetadataRecord, IsrRefusal> {
+    let topic = image
+        .topic_by_id(&topic_id)
+        .ok_or(IsrRefusal::UnknownPartition)?;
+    let p = topic
+        .partitions
+        .get(&partition)
+        .ok_or(IsrRefusal::UnknownPartition)?;
+    if p.leader != Some(leader) || p.leader_epoch != leader_epoch {
+        return Err(IsrRefusal::FencedLeaderEpoch);
+    }
+    if p.partition_epoch != partition_epoch {
+        return Err(IsrRefusal::InvalidUpdateVersion);
+    }
+    if !proposed.contains(&leader) || proposed.iter().any(|r| !p.replicas.contains(r)) {
+        return Err(IsrRefusal::InvalidIsr);
+    }
+    let mut next = p.clone();
+    next.isr = p
+        .replicas
+        .iter()
+        .filter(|r| proposed.contains(r))
+        .filter(|r| **r == leader || p.isr.contains(r) || image.is_live(**r))
+        .copied()
+        .collect();
+    next.partition_epoch += 1;
+    Ok(record(topic, partition, &next))
+}
+
 /// Records giving leaderless partitions back to `returned` where it is in the ISR.
 pub fn on_unfenced(image: &MetadataImage, returned: NodeId) -> Vec<MetadataRecord> {
     let mut out = Vec::new();
@@ -190,6 +271,99 @@ mod tests {
         let back = only(on_unfenced(&img2, NodeId(1)));
         assert_eq!(back.leader, Some(NodeId(1)));
         assert_eq!(back.leader_epoch, LeaderEpoch(5));
+    }
+
+    #[test]
+    fn preferred_leader_returns_when_live_and_in_sync() {
+        let img = image(&[1, 2, 3], &[1, 2, 3], Some(2), &[1, 2, 3]);
+        let p = only(preferred(&img, None));
+        assert_eq!(p.leader, Some(NodeId(1)));
+        assert_eq!(p.leader_epoch, LeaderEpoch(4));
+        let out_of_isr = image(&[1, 2, 3], &[2, 3], Some(2), &[1, 2, 3]);
+        assert!(preferred(&out_of_isr, None).is_empty(), "not caught up yet");
+    }
+
+    #[test]
+    fn isr_changes_are_checked_against_epochs_and_liveness() {
+        let img = image(&[1, 2, 3], &[1, 2], Some(1), &[1, 2]);
+        let id = Uuid::from_u128(1);
+        let ok = alter_isr(
+            &img,
+            id,
+            PartitionId(0),
+            NodeId(1),
+            LeaderEpoch(3),
+            7,
+            &[NodeId(1)],
+        );
+        assert!(
+            matches!(ok, Ok(MetadataRecord::Partition(ref p)) if p.isr == vec![NodeId(1)] && p.partition_epoch == 8)
+        );
+        assert_eq!(
+            alter_isr(
+                &img,
+                id,
+                PartitionId(0),
+                NodeId(2),
+                LeaderEpoch(3),
+                7,
+                &[NodeId(2)]
+            )
+            .unwrap_err(),
+            IsrRefusal::FencedLeaderEpoch
+        );
+        assert_eq!(
+            alter_isr(
+                &img,
+                id,
+                PartitionId(0),
+                NodeId(1),
+                LeaderEpoch(2),
+                7,
+                &[NodeId(1)]
+            )
+            .unwrap_err(),
+            IsrRefusal::FencedLeaderEpoch
+        );
+        assert_eq!(
+            alter_isr(
+                &img,
+                id,
+                PartitionId(0),
+                NodeId(1),
+                LeaderEpoch(3),
+                6,
+                &[NodeId(1)]
+            )
+            .unwrap_err(),
+            IsrRefusal::InvalidUpdateVersion
+        );
+        assert_eq!(
+            alter_isr(
+                &img,
+                id,
+                PartitionId(0),
+                NodeId(1),
+                LeaderEpoch(3),
+                7,
+                &[NodeId(2)]
+            )
+            .unwrap_err(),
+            IsrRefusal::InvalidIsr
+        );
+        // Broker 3 is fenced: it cannot join.
+        let Ok(MetadataRecord::Partition(p)) = alter_isr(
+            &img,
+            id,
+            PartitionId(0),
+            NodeId(1),
+            LeaderEpoch(3),
+            7,
+            &[NodeId(1), NodeId(2), NodeId(3)],
+        ) else {
+            panic!()
+        };
+        assert_eq!(p.isr, vec![NodeId(1), NodeId(2)]);
     }
 
     #[test]

@@ -29,6 +29,15 @@ pub enum ControllerError {
     /// The request is malformed in a way no specific code covers.
     #[error("invalid request: {0}")]
     InvalidRequest(String),
+    /// An ISR change from a leader that is no longer the leader, or in an older epoch.
+    #[error("fenced leader epoch: {0}")]
+    FencedLeaderEpoch(String),
+    /// An ISR change based on an older partition state.
+    #[error("invalid update version: {0}")]
+    InvalidUpdateVersion(String),
+    /// No replica could be elected (ElectLeaders).
+    #[error("election not needed or not possible: {0}")]
+    ElectionNotNeeded(String),
     /// This node is not (or no longer) the active controller.
     #[error("not the active controller")]
     NotController,

@@ -95,6 +95,13 @@ pub enum ApplyError {
     /// A second, different cluster id.
     #[error("cluster id is {current}, refusing {proposed}")]
     ClusterIdChange { current: String, proposed: String },
+    /// A partition change older than the partition's state.
+    #[error("stale change of {partition}: (leader epoch, partition epoch) {proposed:?} older than {current:?}")]
+    StalePartition {
+        partition: String,
+        current: (i32, i32),
+        proposed: (i32, i32),
+    },
     /// A policy removal for a policy that does not exist.
     #[error("unknown policy {0}")]
     UnknownPolicy(String),
@@ -158,15 +165,18 @@ impl MetadataImage {
             }
             MetadataRecord::Partition(p) => {
                 let topic = self.topic_mut(p.topic_id)?;
+                // The controller plans on an up-to-date image, so this cannot happen; if a
+                // command still carries a stale partition state, it is refused on every node
+                // rather than crashing them all while replaying the log.
                 if let Some(old) = topic.partitions.get(&p.partition) {
-                    assert!(
-                        p.leader_epoch >= old.leader_epoch,
-                        "leader epoch of {}-{} went backwards: {} -> {}",
-                        topic.name,
-                        p.partition,
-                        old.leader_epoch,
-                        p.leader_epoch
-                    );
+                    if p.leader_epoch < old.leader_epoch || p.partition_epoch < old.partition_epoch
+                    {
+                        return Err(ApplyError::StalePartition {
+                            partition: format!("{}-{}", topic.name, p.partition),
+                            current: (old.leader_epoch.0, old.partition_epoch),
+                            proposed: (p.leader_epoch.0, p.partition_epoch),
+                        });
+                    }
                 }
                 topic.partitions.insert(p.partition, partition_info(p));
             }

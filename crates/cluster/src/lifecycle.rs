@@ -1,7 +1,8 @@
 //! This node as a broker of the cluster: it registers with the active controller (a new
 //! incarnation at every process start), then heartbeats every `broker.heartbeat.interval.ms`
 //! with the metadata offset it has applied. The controller unfences it once it has caught up,
-//! and fences it if the heartbeats stop. A refusal (another cluster, a duplicate node id) is
+//! and fences it if the heartbeats stop. A duplicate node id is retried until the other
+//! incarnation's session expires (a quick restart after a crash); a refusal (another cluster) is
 //! final: the node reports it and stops.
 
 use std::sync::Arc;
@@ -23,6 +24,12 @@ pub struct BrokerState {
     pub cluster_id: Option<String>,
     /// Set when the controller refused this node for good.
     pub refused: Option<String>,
+    /// Set while the controller refuses this node id as a duplicate of a live broker.
+    pub duplicate: Option<String>,
+    /// This broker is stopping and asks for its leaderships to move first.
+    pub want_shutdown: bool,
+    /// The controller moved every leadership away: the broker may stop now.
+    pub may_shut_down: bool,
 }
 
 /// Registers, then heartbeats, until the node stops or is refused.
@@ -31,6 +38,7 @@ pub async fn run(ctrl: Arc<Controller>) {
     let mut registered = false;
     let mut hint: Option<String> = None;
     let mut voter_turn = 0usize;
+    let mut duplicate_logged = false;
     loop {
         if ctrl.stopping() {
             return;
@@ -67,19 +75,39 @@ pub async fn run(ctrl: Arc<Controller>) {
                 registered = true;
                 ctrl.set_broker_state(|s| {
                     s.registered = true;
+                    s.duplicate = None;
                     // Serving starts with the first heartbeat answer that says unfenced.
                     s.fenced = true;
                     s.cluster_id = Some(cluster_id);
                 });
                 continue;
             }
-            Ok(ResponseBody::HeartbeatAck { fenced, .. }) => {
-                ctrl.set_broker_state(|s| s.fenced = fenced);
+            Ok(ResponseBody::HeartbeatAck {
+                fenced,
+                should_shutdown,
+            }) => {
+                ctrl.set_broker_state(|s| {
+                    s.fenced = fenced;
+                    s.may_shut_down |= should_shutdown;
+                });
+                if should_shutdown {
+                    return;
+                }
                 tokio::time::sleep(interval).await;
                 continue;
             }
             Ok(ResponseBody::ReRegister) => registered = false,
             Ok(ResponseBody::NotLeader { leader_addr }) => hint = leader_addr,
+            Ok(ResponseBody::DuplicateBroker { reason }) => {
+                // As KRaft: the previous incarnation's session must expire first.
+                if !duplicate_logged {
+                    tracing::error!(reason, "registration refused: duplicate node id; retrying until the other incarnation's session expires");
+                    duplicate_logged = true;
+                }
+                ctrl.set_broker_state(|s| s.duplicate = Some(reason));
+                tokio::time::sleep(ctrl.config().session_timeout / 2).await;
+                continue;
+            }
             Ok(ResponseBody::Refused { reason }) => {
                 refuse(&ctrl, reason);
                 return;
@@ -116,6 +144,6 @@ fn heartbeat(ctrl: &Controller) -> Heartbeat {
         node_id: ctrl.config().node_id,
         incarnation: ctrl.incarnation(),
         applied_offset: ctrl.image().applied_offset,
-        want_shutdown: false,
+        want_shutdown: ctrl.broker_state().borrow().want_shutdown,
     }
 }

@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 use crate::context::ServerContext;
 use crate::dispatch::{self, Outcome};
 use crate::frame::read_frame;
+use crate::order::OrderGate;
 
 /// Serves one connection until the peer leaves or sends something unacceptable.
 pub async fn serve(ctx: Arc<ServerContext>, stream: TcpStream, peer: SocketAddr) {
@@ -38,6 +39,7 @@ pub async fn serve(ctx: Arc<ServerContext>, stream: TcpStream, peer: SocketAddr)
             }
         }
     });
+    let gate = Arc::new(OrderGate::default());
     let mut inflight = FuturesOrdered::new();
     let mut reading = true;
     let mut close_reason: Option<String> = None;
@@ -46,7 +48,10 @@ pub async fn serve(ctx: Arc<ServerContext>, stream: TcpStream, peer: SocketAddr)
             frame = rx.recv(), if reading && inflight.len() < inflight_max => match frame {
                 Some(frame) => {
                     let ctx = ctx.clone();
-                    inflight.push_back(async move { dispatch::handle(&ctx, frame).await });
+                    let gate = gate.clone();
+                    // Produce requests take a ticket in read order (frame bytes 0..2: api key 0).
+                    let ticket = (frame.len() >= 2 && frame[..2] == [0, 0]).then(|| gate.ticket());
+                    inflight.push_back(async move { dispatch::handle(&ctx, frame, (&gate, ticket)).await });
                 }
                 None => reading = false,
             },

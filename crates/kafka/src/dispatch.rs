@@ -11,8 +11,10 @@ use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion};
 use kafka_protocol::ResponseError;
 
 use crate::api;
+use crate::api::produce::ProduceOutcome;
 use crate::context::ServerContext;
 use crate::metrics::{self, ResponseErrors};
+use crate::order::OrderGate;
 
 /// One API FerryMQ serves.
 #[derive(Debug, Clone, Copy)]
@@ -59,6 +61,7 @@ pub const APIS: &[ApiSpec] = &[
     spec(ApiKey::IncrementalAlterConfigs, 0, 1),
     spec(ApiKey::DescribeCluster, 0, 2),
     spec(ApiKey::FindCoordinator, 0, 4),
+    spec(ApiKey::ElectLeaders, 0, 2),
 ];
 
 // Every advertised range must be one the wire library can decode and encode.
@@ -99,7 +102,13 @@ pub fn api_versions() -> Vec<ApiVersion> {
 }
 
 /// Handles one request frame.
-pub async fn handle(ctx: &Arc<ServerContext>, frame: Bytes) -> Outcome {
+/// Handles one request frame. `produce_order` is the connection's gate and, for a Produce
+/// frame, the ticket taken when it was read.
+pub async fn handle(
+    ctx: &Arc<ServerContext>,
+    frame: Bytes,
+    produce_order: (&OrderGate, Option<u64>),
+) -> Outcome {
     // The frame reader guarantees at least `REQUEST_BYTES_MIN` bytes.
     let mut peek = &frame[..8];
     let api_key = peek.get_i16();
@@ -148,21 +157,35 @@ pub async fn handle(ctx: &Arc<ServerContext>, frame: Bytes) -> Outcome {
         }};
     }
     match key {
-        ApiKey::Produce => match ProduceRequest::decode(&mut body, version) {
-            Ok(req) => match api::produce::handle(ctx, &header, req).await {
-                Some(resp) => {
+        ApiKey::Produce => {
+            let (gate, Some(ticket)) = produce_order else {
+                return Outcome::Close("produce frame without an order ticket".into());
+            };
+            // Decode under the turn too: a malformed request must still pass its turn on.
+            let req = match ProduceRequest::decode(&mut body, version) {
+                Ok(req) => req,
+                Err(e) => {
+                    drop(gate.turn(ticket).await);
+                    return Outcome::Close(format!("malformed Produce v{version} request: {e}"));
+                }
+            };
+            match api::produce::handle(ctx, &header, req, (gate, ticket)).await {
+                ProduceOutcome::Respond(resp) => {
                     let mut codes = Vec::new();
                     resp.error_codes(&mut codes);
                     record(&codes);
                     encode_response(correlation_id, key, version, &resp)
                 }
-                None => {
+                ProduceOutcome::Silent => {
                     record(&[]);
                     Outcome::Silent
                 }
-            },
-            Err(e) => Outcome::Close(format!("malformed Produce v{version} request: {e}")),
-        },
+                ProduceOutcome::Close(reason) => {
+                    record(&[]);
+                    Outcome::Close(reason)
+                }
+            }
+        }
         ApiKey::Fetch => call!(FetchRequest, api::fetch::handle),
         ApiKey::ListOffsets => call!(ListOffsetsRequest, api::list_offsets::handle),
         ApiKey::Metadata => call!(MetadataRequest, api::metadata::handle),
@@ -183,6 +206,7 @@ pub async fn handle(ctx: &Arc<ServerContext>, frame: Bytes) -> Outcome {
         ),
         ApiKey::DescribeCluster => call!(DescribeClusterRequest, api::describe_cluster::handle),
         ApiKey::FindCoordinator => call!(FindCoordinatorRequest, api::find_coordinator::handle),
+        ApiKey::ElectLeaders => call!(ElectLeadersRequest, api::elect_leaders::handle),
         other => Outcome::Close(format!("no handler for {other:?}")),
     }
 }

@@ -34,19 +34,24 @@ pub fn controller(e: &ControllerError) -> ResponseError {
         ControllerError::InvalidReplicaAssignment(_) => ResponseError::InvalidReplicaAssignment,
         ControllerError::InvalidConfig(_) => ResponseError::InvalidConfig,
         ControllerError::InvalidRequest(_) => ResponseError::InvalidRequest,
+        ControllerError::FencedLeaderEpoch(_) => ResponseError::FencedLeaderEpoch,
+        ControllerError::InvalidUpdateVersion(_) => ResponseError::InvalidUpdateVersion,
+        ControllerError::ElectionNotNeeded(_) => ResponseError::ElectionNotNeeded,
         ControllerError::NotController => ResponseError::NotController,
         ControllerError::NoQuorum(_) => ResponseError::RequestTimedOut,
         ControllerError::Storage(_) => ResponseError::KafkaStorageError,
     }
 }
 
-/// The Kafka error for a refused batch: damaged bytes are CORRUPT_MESSAGE, well-formed but
-/// invalid batches INVALID_RECORD, as Kafka's `CorruptRecordException`/`InvalidRecordException`.
+/// The Kafka error for a refused produce batch, as Kafka's batch reader and validator decide:
+/// a CRC mismatch or an unknown magic (> 2) is CORRUPT_MESSAGE; an older magic, a batch cut
+/// short of its length (no complete batch), inconsistent counts or several batches are
+/// INVALID_RECORD.
 pub fn batch(e: &BatchError) -> ResponseError {
-    if e.is_corruption() {
-        ResponseError::CorruptMessage
-    } else {
-        ResponseError::InvalidRecord
+    match e {
+        BatchError::BadCrc { .. } | BatchError::BadLength { .. } => ResponseError::CorruptMessage,
+        BatchError::BadMagic { magic } if *magic > 2 => ResponseError::CorruptMessage,
+        _ => ResponseError::InvalidRecord,
     }
 }
 
@@ -110,6 +115,9 @@ mod tests {
             (ControllerError::InvalidReplicaAssignment("x".into()), 39),
             (ControllerError::InvalidConfig("x".into()), 40),
             (ControllerError::InvalidRequest("x".into()), 42),
+            (ControllerError::FencedLeaderEpoch("x".into()), 74),
+            (ControllerError::InvalidUpdateVersion("x".into()), 95),
+            (ControllerError::ElectionNotNeeded("x".into()), 84),
             (ControllerError::NotController, 41),
             (ControllerError::NoQuorum("x".into()), 7),
             (ControllerError::Storage("x".into()), 56),
@@ -126,6 +134,15 @@ mod tests {
             2
         );
         assert_eq!(batch(&BatchError::BadMagic { magic: 1 }).code(), 87);
+        assert_eq!(batch(&BatchError::BadMagic { magic: 3 }).code(), 2);
+        assert_eq!(
+            batch(&BatchError::Truncated {
+                needed: 9,
+                available: 8
+            })
+            .code(),
+            87
+        );
         assert_eq!(batch(&BatchError::NotOneBatch { count: 2 }).code(), 87);
     }
 }

@@ -15,5 +15,7 @@ pub mod errors;
 pub mod frame;
 pub mod listener;
 pub mod metrics;
+pub mod order;
+pub mod replica_transport;
 
 pub use context::{FrontEndConfig, Limits, ServerContext};

@@ -266,6 +266,14 @@ errors_impl!(OffsetDeleteResponse, |r, out| {
     );
 });
 errors_impl!(InitProducerIdResponse, |r, out| out.push(r.error_code));
+errors_impl!(ElectLeadersResponse, |r, out| {
+    out.push(r.error_code);
+    out.extend(
+        r.replica_election_results
+            .iter()
+            .flat_map(|t| t.partition_result.iter().map(|p| p.error_code)),
+    );
+});
 
 #[cfg(test)]
 mod tests {

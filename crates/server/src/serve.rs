@@ -9,10 +9,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use ferrymq_admin::leadership::ControllerLeadership;
 use ferrymq_admin::AdminState;
+use ferrymq_broker::replication::fetcher::FetcherConfig;
 use ferrymq_broker::{Broker, BrokerConfig, SystemClock};
 use ferrymq_cluster::topic_config::TOPIC_CONFIGS;
 use ferrymq_cluster::{meta_properties, Controller, ControllerConfig, TopicDefaults};
+use ferrymq_kafka::replica_transport::KafkaReplicaTransport;
 use ferrymq_kafka::{FrontEndConfig, Limits, ServerContext};
 use ferrymq_types::NodeId;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -50,6 +53,12 @@ pub struct ServeConfig {
     pub admin_listen: Option<String>,
     /// `admin.token`.
     pub admin_token: Option<String>,
+    /// `auto.leader.rebalance.enable`.
+    pub auto_leader_rebalance: bool,
+    /// `leader.imbalance.check.interval.seconds`.
+    pub leader_imbalance_check_interval: Duration,
+    /// `controlled.shutdown.enable`.
+    pub controlled_shutdown: bool,
 }
 
 /// Parses `controller.voters`: `id@host:port,...`.
@@ -97,6 +106,15 @@ pub fn build_config(r: &Resolved) -> Result<ServeConfig> {
             .parse::<u64>("replica.high.watermark.checkpoint.interval.ms")?
             .max(1),
         writer_queue_max: r.parse::<usize>("log.writer.queue.max")?.max(1),
+        replica_lag_time_max_ms: r.parse::<u64>("replica.lag.time.max.ms")?.max(1),
+        fetcher: FetcherConfig {
+            wait_max_ms: r.parse("replica.fetch.wait.max.ms")?,
+            partition_max_bytes: r.parse::<usize>("replica.fetch.max.bytes")?.max(1024),
+            response_max_bytes: r
+                .parse::<usize>("replica.fetch.response.max.bytes")?
+                .max(1024),
+            backoff_ms: r.parse("replica.fetch.backoff.ms")?,
+        },
     };
     let front_end = FrontEndConfig {
         limits: Limits {
@@ -146,6 +164,12 @@ pub fn build_config(r: &Resolved) -> Result<ServeConfig> {
         ),
         admin_listen: Some(r.get("admin.listen").trim().to_string()).filter(|a| !a.is_empty()),
         admin_token: Some(r.get("admin.token").to_string()).filter(|t| !t.is_empty()),
+        auto_leader_rebalance: r.parse("auto.leader.rebalance.enable")?,
+        leader_imbalance_check_interval: Duration::from_secs(
+            r.parse::<u64>("leader.imbalance.check.interval.seconds")?
+                .max(1),
+        ),
+        controlled_shutdown: r.parse("controlled.shutdown.enable")?,
     })
 }
 
@@ -205,19 +229,20 @@ pub async fn run(cfg: ServeConfig, metrics: PrometheusHandle) -> Result<()> {
             heartbeat_interval: cfg.heartbeat_interval,
             session_timeout: cfg.session_timeout,
             known_cluster_id: meta.cluster_id.clone(),
+            auto_leader_rebalance: cfg.auto_leader_rebalance,
+            leader_imbalance_check_interval: cfg.leader_imbalance_check_interval,
         },
         controller_listener,
         stop_rx.clone(),
     )
     .await
     .context("starting the controller")?;
-    let admin = Arc::new(AdminState::new(
-        controller.clone(),
-        Some(metrics),
-        cfg.admin_token.clone(),
-    ));
-    // Consumer groups (GroupsView) and leadership actions (LeadershipActions) are wired here
-    // once the group coordinator and replication land; until then their endpoints answer 501.
+    // Consumer groups (GroupsView) are wired here once the group coordinator lands; until
+    // then /v1/groups answers 501.
+    let admin = Arc::new(
+        AdminState::new(controller.clone(), Some(metrics), cfg.admin_token.clone())
+            .with_leadership(Arc::new(ControllerLeadership(controller.clone()))),
+    );
     let admin_task = match &cfg.admin_listen {
         Some(addr) => Some(start_admin(addr, admin.clone(), stop_rx.clone()).await?),
         None => None,
@@ -234,8 +259,14 @@ pub async fn run(cfg: ServeConfig, metrics: PrometheusHandle) -> Result<()> {
     };
     meta_properties::record_cluster_id(&data_dir, &cluster_id)
         .context("recording the cluster id")?;
-    let broker = Broker::open(cfg.broker, controller.clone(), Arc::new(SystemClock))
-        .context("opening the broker")?;
+    let transport = Arc::new(KafkaReplicaTransport::new());
+    let broker = Broker::open(
+        cfg.broker,
+        controller.clone(),
+        Arc::new(SystemClock),
+        transport,
+    )
+    .context("opening the broker")?;
     broker.start();
     let ctx = Arc::new(ServerContext {
         broker: broker.clone(),
@@ -245,8 +276,15 @@ pub async fn run(cfg: ServeConfig, metrics: PrometheusHandle) -> Result<()> {
     admin.set_serving(broker.clone());
     tracing::info!(listen = %local, cluster_id, node_id = meta.node_id.0, "FerryMQ broker ready");
     wait_for_stop_signal().await?;
-    tracing::info!("stopping: closing the listener and flushing logs");
     admin.set_stopping();
+    if cfg.controlled_shutdown {
+        // Leadership moves while this broker still answers, so clients follow it at once.
+        let moved = controller
+            .controlled_shutdown(CONTROLLED_SHUTDOWN_WAIT)
+            .await;
+        tracing::info!(moved, "controlled shutdown: leadership moved away");
+    }
+    tracing::info!("stopping: closing the listener and flushing logs");
     stop_tx.send_replace(true);
     let _ = listening.await;
     if let Some(task) = admin_task {
@@ -275,6 +313,8 @@ async fn start_admin(
         }
     }))
 }
+/// Longest a stopping broker waits for the controller to move its leaderships.
+const CONTROLLED_SHUTDOWN_WAIT: Duration = Duration::from_secs(10);
 
 /// Waits until the controller has registered this node and unfenced it; returns the cluster id.
 async fn wait_until_serving(controller: &Controller) -> Result<String> {

@@ -14,6 +14,7 @@ use crate::records::{BrokerFenceRecord, MetadataRecord, RECORD_VERSION};
 pub(super) async fn run(ctrl: Arc<Controller>) {
     let tick = (ctrl.config.heartbeat_interval / 2).max(Duration::from_millis(20));
     let mut was_active = false;
+    let mut last_rebalance = Instant::now();
     loop {
         tokio::time::sleep(tick).await;
         if ctrl.stopping() {
@@ -45,6 +46,33 @@ pub(super) async fn run(ctrl: Arc<Controller>) {
             }
         }
         fence_expired(&ctrl).await;
+        if ctrl.config.auto_leader_rebalance
+            && last_rebalance.elapsed() >= ctrl.config.leader_imbalance_check_interval
+        {
+            last_rebalance = Instant::now();
+            rebalance_leaders(&ctrl).await;
+        }
+    }
+}
+
+/// Moves leadership back to preferred replicas that are live and in sync.
+async fn rebalance_leaders(ctrl: &Controller) {
+    let _serial = ctrl.write_lock.lock().await;
+    let Ok(image) = ctrl.leader_image().await else {
+        return;
+    };
+    let records = election::preferred(&image, None);
+    if records.is_empty() {
+        return;
+    }
+    let n = records.len();
+    match ctrl.commit(records).await {
+        Ok(offset) => tracing::info!(
+            partitions = n,
+            metadata_offset = offset,
+            "preferred leaders restored"
+        ),
+        Err(e) => tracing::warn!(error = %e, "preferred leader election not committed"),
     }
 }
 
@@ -58,7 +86,9 @@ async fn fence_expired(ctrl: &Controller) {
     };
     for id in expired {
         let _serial = ctrl.write_lock.lock().await;
-        let image = ctrl.sm.image();
+        let Ok(image) = ctrl.leader_image().await else {
+            return;
+        };
         let Some(b) = image.brokers.get(&id).filter(|b| !b.fenced) else {
             continue;
         };

@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ferrymq_types::NodeId;
-use openraft::error::{ClientWriteError, RaftError};
+use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use openraft::{BasicNode, Config, SnapshotPolicy};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
@@ -76,6 +76,10 @@ pub struct ControllerConfig {
     pub session_timeout: Duration,
     /// The cluster id recorded in this node's `meta.properties`, if any.
     pub known_cluster_id: Option<String>,
+    /// `auto.leader.rebalance.enable`: move leadership back to preferred replicas.
+    pub auto_leader_rebalance: bool,
+    /// `leader.imbalance.check.interval.seconds`, as a duration.
+    pub leader_imbalance_check_interval: Duration,
 }
 
 /// A request to create one topic.
@@ -361,6 +365,49 @@ impl Controller {
         .map(|_| ())
     }
 
+    /// AlterPartition: a leader's ISR change, committed only if the leader and partition
+    /// epochs are still current.
+    pub async fn alter_partition(
+        &self,
+        topic_id: Uuid,
+        partition: ferrymq_types::PartitionId,
+        leader_epoch: ferrymq_types::LeaderEpoch,
+        partition_epoch: i32,
+        new_isr: Vec<NodeId>,
+    ) -> Result<()> {
+        let op = AdminOp::AlterPartition {
+            topic_id,
+            partition,
+            leader: self.config.node_id,
+            leader_epoch,
+            partition_epoch,
+            new_isr,
+        };
+        self.submit(op).await.map(|_| ())
+    }
+
+    /// ElectLeaders (preferred): moves leadership of `partitions` (all when `None`) back to
+    /// their first replica where it is live and in sync.
+    pub async fn elect_preferred(
+        &self,
+        partitions: Option<Vec<(String, ferrymq_types::PartitionId)>>,
+    ) -> Result<()> {
+        self.submit(AdminOp::ElectPreferred { partitions })
+            .await
+            .map(|_| ())
+    }
+
+    /// Asks the active controller, through the heartbeats, to move leadership away from this
+    /// broker before it stops; waits until it says so (or `timeout` passes).
+    pub async fn controlled_shutdown(&self, timeout: Duration) -> bool {
+        self.set_broker_state(|s| s.want_shutdown = true);
+        let mut state = self.broker_state();
+        let done = tokio::time::timeout(timeout, state.wait_for(|s| s.may_shut_down))
+            .await
+            .is_ok();
+        done
+    }
+
     /// Runs an admin change on the active controller, here or forwarded, and waits until this
     /// node has applied it.
     async fn submit(&self, op: AdminOp) -> Result<AdminReply> {
@@ -382,6 +429,7 @@ impl Controller {
                         )
                         .await
                     {
+                        Ok(ResponseBody::Admin(Err(ControllerError::NotController))) => None,
                         Ok(ResponseBody::Admin(r)) => Some(r),
                         Ok(ResponseBody::Refused { reason }) => {
                             Some(Err(ControllerError::InvalidRequest(reason)))
@@ -423,7 +471,7 @@ impl Controller {
         if !self.is_active() {
             return Err(ControllerError::NotController);
         }
-        let image = self.sm.image();
+        let image = self.leader_image().await?;
         let seed = self.topics_created.load(Ordering::Relaxed);
         let mut reply = AdminReply {
             committed_offset: -1,
@@ -464,6 +512,56 @@ impl Controller {
             ),
             AdminOp::PutPolicy(p) => (plan::put_policy(p)?, false),
             AdminOp::RemovePolicy { name } => (plan::remove_policy(&image, name)?, false),
+            AdminOp::AlterPartition {
+                topic_id,
+                partition,
+                leader,
+                leader_epoch,
+                partition_epoch,
+                new_isr,
+            } => {
+                use crate::election::IsrRefusal;
+                let record = crate::election::alter_isr(
+                    &image,
+                    *topic_id,
+                    *partition,
+                    *leader,
+                    *leader_epoch,
+                    *partition_epoch,
+                    new_isr,
+                )
+                .map_err(|r| match r {
+                    IsrRefusal::UnknownPartition => {
+                        ControllerError::UnknownTopic(format!("{topic_id}-{partition}"))
+                    }
+                    IsrRefusal::FencedLeaderEpoch => {
+                        ControllerError::FencedLeaderEpoch(format!("{topic_id}-{partition}"))
+                    }
+                    IsrRefusal::InvalidUpdateVersion => {
+                        ControllerError::InvalidUpdateVersion(format!("{topic_id}-{partition}"))
+                    }
+                    IsrRefusal::InvalidIsr => {
+                        ControllerError::InvalidRequest(format!("invalid ISR {new_isr:?}"))
+                    }
+                })?;
+                (vec![record], false)
+            }
+            AdminOp::ElectPreferred { partitions } => {
+                let only: Option<Vec<(Uuid, ferrymq_types::PartitionId)>> =
+                    partitions.as_ref().map(|ps| {
+                        ps.iter()
+                            .filter_map(|(t, p)| image.topic(t).map(|t| (t.id, *p)))
+                            .collect()
+                    });
+                let records = crate::election::preferred(&image, only.as_deref());
+                if records.is_empty() {
+                    return Err(ControllerError::ElectionNotNeeded(
+                        "every partition is led by its preferred replica or it is not eligible"
+                            .into(),
+                    ));
+                }
+                (records, false)
+            }
         };
         if validate_only || records.is_empty() {
             return Ok(reply);
@@ -473,6 +571,28 @@ impl Controller {
             self.topics_created.fetch_add(1, Ordering::Relaxed);
         }
         Ok(reply)
+    }
+
+    /// The image to plan changes against on the active controller: only once every entry
+    /// committed by earlier leaders is applied here (a new leader's state machine can lag its
+    /// log), so a plan never builds on stale partition epochs.
+    pub(crate) async fn leader_image(&self) -> Result<Arc<MetadataImage>> {
+        match tokio::time::timeout(ADMIN_TIMEOUT, self.raft.ensure_linearizable()).await {
+            Ok(Ok(_)) => Ok(self.sm.image()),
+            Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_)))) => {
+                Err(ControllerError::NotController)
+            }
+            Ok(Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(e)))) => {
+                Err(ControllerError::NoQuorum(format!(
+                    "no majority of controller voters confirms this leader: {e}"
+                )))
+            }
+            Ok(Err(e)) => Err(ControllerError::NoQuorum(e.to_string())),
+            Err(_) => Err(ControllerError::NoQuorum(format!(
+                "leadership not confirmed within {} s: no majority of controller voters",
+                ADMIN_TIMEOUT.as_secs()
+            ))),
+        }
     }
 
     /// Commits records as one Raft entry; returns its metadata offset once applied here.

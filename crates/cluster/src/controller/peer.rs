@@ -69,7 +69,9 @@ impl Controller {
             return self.not_leader();
         }
         let _serial = self.write_lock.lock().await;
-        let image = self.sm.image();
+        let Ok(image) = self.leader_image().await else {
+            return self.not_leader();
+        };
         let now = Instant::now();
         if let Some(b) = image.brokers.get(&reg.node_id) {
             let alive = self
@@ -79,7 +81,7 @@ impl Controller {
                 .is_alive(reg.node_id, now);
             if b.incarnation != reg.incarnation && !b.fenced && alive {
                 tracing::warn!(node = reg.node_id.0, "refusing a duplicate node id");
-                return ResponseBody::Refused {
+                return ResponseBody::DuplicateBroker {
                     reason: format!(
                         "node id {} is already registered by a live broker at {}:{}",
                         reg.node_id, b.host, b.port
@@ -163,10 +165,15 @@ impl Controller {
             .lock()
             .expect("liveness lock")
             .heartbeat(hb.node_id, Instant::now());
+        if hb.want_shutdown {
+            return self.on_controlled_shutdown(&hb).await;
+        }
         let mut fenced = b.fenced;
         if b.fenced && hb.applied_offset >= b.epoch && !hb.want_shutdown {
             let _serial = self.write_lock.lock().await;
-            let image = self.sm.image();
+            let Ok(image) = self.leader_image().await else {
+                return self.not_leader();
+            };
             let still_fenced = image
                 .brokers
                 .get(&hb.node_id)
@@ -196,6 +203,52 @@ impl Controller {
         ResponseBody::HeartbeatAck {
             fenced,
             should_shutdown: false,
+        }
+    }
+}
+
+impl Controller {
+    /// Controlled shutdown (KRaft's `WantShutDown`): move every leadership of the broker to
+    /// another live ISR member and take it out of the ISRs, then fence it and let it stop.
+    async fn on_controlled_shutdown(&self, hb: &Heartbeat) -> ResponseBody {
+        let _serial = self.write_lock.lock().await;
+        let Ok(image) = self.leader_image().await else {
+            return self.not_leader();
+        };
+        let Some(b) = image
+            .brokers
+            .get(&hb.node_id)
+            .filter(|b| b.incarnation == hb.incarnation)
+        else {
+            return ResponseBody::ReRegister;
+        };
+        let mut records = election::on_fenced(&image, hb.node_id, &self.config.topic_defaults);
+        let moved = records.len();
+        if !b.fenced {
+            records.push(MetadataRecord::BrokerFence(BrokerFenceRecord {
+                version: RECORD_VERSION,
+                id: hb.node_id,
+                incarnation: hb.incarnation,
+                fenced: true,
+            }));
+        }
+        if !records.is_empty() {
+            if let Err(e) = self.commit(records).await {
+                tracing::warn!(node = hb.node_id.0, error = %e, "controlled shutdown not committed yet");
+                return ResponseBody::HeartbeatAck {
+                    fenced: b.fenced,
+                    should_shutdown: false,
+                };
+            }
+            tracing::info!(
+                node = hb.node_id.0,
+                partitions_changed = moved,
+                "controlled shutdown: leadership moved, broker fenced"
+            );
+        }
+        ResponseBody::HeartbeatAck {
+            fenced: true,
+            should_shutdown: true,
         }
     }
 }

@@ -100,6 +100,19 @@ pub enum AdminOp {
     PutPolicy(PolicyRecord),
     /// Remove a replication policy.
     RemovePolicy { name: String },
+    /// A partition leader's ISR change (Kafka's AlterPartition).
+    AlterPartition {
+        topic_id: Uuid,
+        partition: ferrymq_types::PartitionId,
+        leader: NodeId,
+        leader_epoch: ferrymq_types::LeaderEpoch,
+        partition_epoch: i32,
+        new_isr: Vec<NodeId>,
+    },
+    /// Preferred leader election for some partitions (all when `None`).
+    ElectPreferred {
+        partitions: Option<Vec<(String, ferrymq_types::PartitionId)>>,
+    },
 }
 
 /// The outcome of a committed admin change.
@@ -152,7 +165,10 @@ pub enum ResponseBody {
     NotLeader { leader_addr: Option<String> },
     /// The controller does not know this broker incarnation: register again.
     ReRegister,
-    /// Refused for good (other cluster, duplicate node id, malformed request).
+    /// Another live incarnation holds this node id: retry once its session expires (a node
+    /// restarting right after a crash), or never serve (a misconfigured twin).
+    DuplicateBroker { reason: String },
+    /// Refused for good (other cluster, malformed request).
     Refused { reason: String },
 }
 
@@ -195,6 +211,21 @@ pub async fn read_frame<T: DeserializeOwned>(stream: &mut TcpStream) -> std::io:
     })
 }
 
+/// Connects to `addr`, refusing a TCP self-connection: while a peer's listener is not up yet,
+/// a connect from an ephemeral port equal to the target port succeeds against itself and would
+/// hold the very port the peer is about to bind.
+pub async fn connect(addr: &str) -> std::io::Result<TcpStream> {
+    let s = TcpStream::connect(addr).await?;
+    if s.local_addr()? == s.peer_addr()? {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            "self-connection to a port nobody listens on",
+        ));
+    }
+    s.set_nodelay(true)?;
+    Ok(s)
+}
+
 /// A connection to another node's controller listener, reopened after any failure.
 #[derive(Debug)]
 pub struct PeerClient {
@@ -225,9 +256,7 @@ impl PeerClient {
         let mut guard = self.conn.lock().await;
         let result = tokio::time::timeout(timeout, async {
             if guard.is_none() {
-                let s = TcpStream::connect(&self.addr).await?;
-                s.set_nodelay(true)?;
-                *guard = Some(s);
+                *guard = Some(connect(&self.addr).await?);
             }
             let stream = guard.as_mut().expect("connected above");
             write_frame(stream, req).await?;

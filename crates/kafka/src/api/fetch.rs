@@ -31,20 +31,21 @@ pub async fn handle(
         return FetchResponse::default()
             .with_error_code(ResponseError::FetchSessionIdNotFound.code());
     }
-    let image = ctx.broker.metadata();
-    // Resolve names (topic ids from v13); unknown ids are answered per topic.
-    let mut requested: Vec<(TopicName, uuid::Uuid, Option<String>, Vec<i32>)> = Vec::new();
+    let replica = if version >= 15 {
+        req.replica_state.replica_id.0
+    } else {
+        req.replica_id.0
+    };
+    if replica >= 0 {
+        return super::replica_fetch::handle(ctx, version, &req, ferrymq_types::NodeId(replica))
+            .await;
+    }
+    let topics = resolve(&ctx.broker.metadata(), version, &req);
+    let mut requested = Vec::new();
     let mut partitions = Vec::new();
-    for t in &req.topics {
-        let name = if version >= 13 {
-            image.topic_names.get(&t.topic_id).cloned()
-        } else {
-            Some(t.topic.0.to_string())
-        };
-        let mut indexes = Vec::new();
-        for p in &t.partitions {
-            indexes.push(p.partition);
-            if let Some(name) = &name {
+    for t in topics {
+        if let Some(name) = &t.name {
+            for p in &t.partitions {
                 partitions.push(FetchPartition {
                     tp: tp(&topic_name(name), p.partition),
                     fetch_offset: Offset(p.fetch_offset),
@@ -53,7 +54,12 @@ pub async fn handle(
                 });
             }
         }
-        requested.push((t.topic.clone(), t.topic_id, name, indexes));
+        requested.push((
+            t.wire_name,
+            t.id,
+            t.name,
+            t.partitions.iter().map(|p| p.partition).collect::<Vec<_>>(),
+        ));
     }
     let params = FetchParams {
         max_wait: Duration::from_millis(req.max_wait_ms.max(0) as u64),
@@ -100,7 +106,40 @@ pub async fn handle(
         .with_responses(responses)
 }
 
-fn error_partition(index: i32, e: ResponseError) -> PartitionData {
+/// A requested topic with its name resolved (topic ids from v13 on).
+pub(super) struct ResolvedTopic {
+    /// The name as it appeared on the wire (empty from v13).
+    pub wire_name: TopicName,
+    /// The id as it appeared on the wire (nil before v13).
+    pub id: uuid::Uuid,
+    /// The topic's name, `None` for an unknown id.
+    pub name: Option<String>,
+    /// The requested partitions.
+    pub partitions: Vec<kafka_protocol::messages::fetch_request::FetchPartition>,
+}
+
+/// Resolves the topics of a fetch.
+pub(super) fn resolve(
+    image: &ferrymq_cluster::MetadataImage,
+    version: i16,
+    req: &FetchRequest,
+) -> Vec<ResolvedTopic> {
+    req.topics
+        .iter()
+        .map(|t| ResolvedTopic {
+            wire_name: t.topic.clone(),
+            id: t.topic_id,
+            name: if version >= 13 {
+                image.topic_names.get(&t.topic_id).cloned()
+            } else {
+                Some(t.topic.0.to_string())
+            },
+            partitions: t.partitions.clone(),
+        })
+        .collect()
+}
+
+pub(super) fn error_partition(index: i32, e: ResponseError) -> PartitionData {
     PartitionData::default()
         .with_partition_index(index)
         .with_error_code(e.code())

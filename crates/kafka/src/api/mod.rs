@@ -5,12 +5,14 @@ pub mod api_versions;
 pub mod configs;
 pub mod delete_records;
 pub mod describe_cluster;
+pub mod elect_leaders;
 pub mod fetch;
 pub mod find_coordinator;
 pub mod list_offsets;
 pub mod metadata;
 pub mod offset_for_leader_epoch;
 pub mod produce;
+pub mod replica_fetch;
 pub mod topics;
 
 use ferrymq_types::{LeaderEpoch, TopicPartition};

@@ -1,10 +1,14 @@
-//! Produce (0): validate each partition's batch without decoding its records, append it on the
-//! leader and answer as `acks` asks (acks=0 gets no response at all).
+//! Produce (0): validate each partition's batch without decoding its records, queue it on the
+//! leader in request order (the connection's turn, `order.rs`), then wait as `acks` asks.
+//! acks=0 gets no response at all — unless a partition failed, in which case the connection is
+//! closed, as Kafka does, so the producer notices and refreshes its metadata.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferrymq_broker::{Acks, BrokerError};
+use ferrymq_broker::{Acks, BrokerError, Produced};
 use ferrymq_log::batch::validate_produce_records;
 use futures_util::future::join_all;
 use kafka_protocol::messages::produce_request::PartitionProduceData;
@@ -15,16 +19,33 @@ use kafka_protocol::ResponseError;
 use super::{str_bytes, tp};
 use crate::context::ServerContext;
 use crate::errors;
+use crate::order::OrderGate;
 
 /// Longest acks=all wait honoured, whatever the client asks.
 const PRODUCE_TIMEOUT_MS_MAX: i32 = 300_000;
 
-/// Answers a Produce request; `None` for acks=0.
+/// What to do after a produce.
+#[derive(Debug)]
+pub enum ProduceOutcome {
+    /// Send this response.
+    Respond(ProduceResponse),
+    /// acks=0 and all went well: send nothing.
+    Silent,
+    /// acks=0 and a partition failed: close the connection.
+    Close(String),
+}
+
+/// A partition's produce: answered at once (refused) or once its append completes.
+type Pending = Pin<Box<dyn Future<Output = Result<Produced, (ResponseError, String)>> + Send>>;
+
+/// Answers a Produce request. `order` is the connection's gate and this request's ticket: the
+/// batches are queued only on its turn, so appends follow request order.
 pub async fn handle(
     ctx: &Arc<ServerContext>,
     header: &RequestHeader,
     req: ProduceRequest,
-) -> Option<ProduceResponse> {
+    order: (&OrderGate, u64),
+) -> ProduceOutcome {
     let acks = match req.acks {
         0 => Some(Acks::None),
         1 => Some(Acks::Leader),
@@ -37,76 +58,107 @@ pub async fn handle(
         .as_ref()
         .map(|c| c.to_string())
         .unwrap_or_default();
-    let topics = join_all(req.topic_data.into_iter().map(|topic| {
-        let client = client.clone();
-        async move {
-            let parts = join_all(
-                topic
-                    .partition_data
-                    .into_iter()
-                    .map(|p| produce_partition(ctx, &topic.name, p, acks, timeout, &client)),
-            )
-            .await;
-            TopicProduceResponse::default()
-                .with_name(topic.name)
-                .with_partition_responses(parts)
+    // Queue every partition's batch on this request's turn, then wait for all concurrently.
+    let mut queued: Vec<(TopicName, Vec<(i32, Pending)>)> = Vec::new();
+    {
+        let _turn = order.0.turn(order.1).await;
+        for topic in req.topic_data {
+            let mut parts = Vec::new();
+            for p in topic.partition_data {
+                let index = p.index;
+                parts.push((
+                    index,
+                    submit(ctx, &topic.name, p, acks, timeout, &client).await,
+                ));
+            }
+            queued.push((topic.name, parts));
         }
-    }))
-    .await;
-    if acks == Some(Acks::None) {
-        return None;
     }
-    Some(ProduceResponse::default().with_responses(topics))
+    let mut first_error: Option<String> = None;
+    let mut topics = Vec::new();
+    for (name, parts) in queued {
+        let results = join_all(
+            parts
+                .into_iter()
+                .map(|(index, pending)| async move { (index, pending.await) }),
+        )
+        .await;
+        let responses = results
+            .into_iter()
+            .map(|(index, r)| match r {
+                Ok(done) => PartitionProduceResponse::default()
+                    .with_index(index)
+                    .with_base_offset(done.append.base_offset.0)
+                    .with_log_append_time_ms(-1)
+                    .with_log_start_offset(done.log_start_offset.0),
+                Err((e, msg)) => {
+                    first_error
+                        .get_or_insert_with(|| format!("{}-{index}: {msg}", name.0.as_str()));
+                    PartitionProduceResponse::default()
+                        .with_index(index)
+                        .with_error_code(e.code())
+                        .with_base_offset(-1)
+                        .with_log_append_time_ms(-1)
+                        .with_log_start_offset(-1)
+                        .with_error_message(Some(str_bytes(msg)))
+                }
+            })
+            .collect();
+        topics.push(
+            TopicProduceResponse::default()
+                .with_name(name)
+                .with_partition_responses(responses),
+        );
+    }
+    match (acks, first_error) {
+        (Some(Acks::None), None) => ProduceOutcome::Silent,
+        (Some(Acks::None), Some(e)) => ProduceOutcome::Close(format!("acks=0 produce failed: {e}")),
+        _ => ProduceOutcome::Respond(ProduceResponse::default().with_responses(topics)),
+    }
 }
 
-async fn produce_partition(
+/// Validates and queues one partition's batch; the returned future completes its answer.
+async fn submit(
     ctx: &Arc<ServerContext>,
     topic: &TopicName,
     p: PartitionProduceData,
     acks: Option<Acks>,
     timeout: Duration,
     client: &str,
-) -> PartitionProduceResponse {
-    let fail = |e: ResponseError, msg: String| {
-        PartitionProduceResponse::default()
-            .with_index(p.index)
-            .with_error_code(e.code())
-            .with_base_offset(-1)
-            .with_log_append_time_ms(-1)
-            .with_log_start_offset(-1)
-            .with_error_message(Some(str_bytes(msg)))
-    };
+) -> Pending {
+    let refuse =
+        |e: ResponseError, msg: String| -> Pending { Box::pin(async move { Err((e, msg)) }) };
     let Some(acks) = acks else {
-        return fail(
+        return refuse(
             ResponseError::InvalidRequiredAcks,
             "acks must be 0, 1 or -1".into(),
         );
     };
     let tp = tp(topic, p.index);
-    let Some(records) = p.records.clone() else {
-        return fail(ResponseError::InvalidRecord, "no records".into());
+    let Some(records) = p.records else {
+        return refuse(ResponseError::InvalidRecord, "no records".into());
     };
     let batch = match validate_produce_records(records) {
         Ok(b) => b,
         Err(e) => {
             tracing::warn!(partition = %tp, client, error = %e, "produce refused: invalid record batch");
-            return fail(errors::batch(&e), e.to_string());
+            return refuse(errors::batch(&e), e.to_string());
         }
     };
-    match ctx.broker.produce(&tp, batch, acks, timeout).await {
-        Ok(done) => PartitionProduceResponse::default()
-            .with_index(p.index)
-            .with_base_offset(done.append.base_offset.0)
-            .with_log_append_time_ms(-1)
-            .with_log_start_offset(done.log_start_offset.0),
+    let failed = move |e: BrokerError| {
+        if matches!(
+            e,
+            BrokerError::Storage(_) | BrokerError::MessageTooLarge { .. }
+        ) {
+            tracing::warn!(error = %e, "produce failed");
+        }
+        (errors::broker(&e), e.to_string())
+    };
+    match ctx.broker.submit_produce(&tp, batch, acks, timeout).await {
+        Ok(done) => Box::pin(async move { done.await.map_err(failed) }),
         Err(e) => {
-            if matches!(
-                e,
-                BrokerError::Storage(_) | BrokerError::MessageTooLarge { .. }
-            ) {
-                tracing::warn!(partition = %tp, client, error = %e, "produce failed");
-            }
-            fail(errors::broker(&e), e.to_string())
+            let (code, msg) = failed(e);
+            refuse(code, msg)
         }
     }
 }

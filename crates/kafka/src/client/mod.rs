@@ -67,12 +67,24 @@ impl Client {
         let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
             .await
             .map_err(|_| ClientError::Timeout(timeout))??;
+        if stream.local_addr()? == stream.peer_addr()? {
+            // A self-connection to a port nobody listens on yet: refuse it, freeing the port.
+            return Err(ClientError::Io(std::io::Error::new(
+                std::io::ErrorKind::ConnectionRefused,
+                "self-connection",
+            )));
+        }
         stream.set_nodelay(true)?;
         Ok(Client {
             stream,
             correlation_id: 0,
             timeout,
         })
+    }
+
+    /// Changes how long a call may take.
+    pub fn set_timeout(&mut self, timeout: Duration) {
+        self.timeout = timeout;
     }
 
     /// Sends `req` at `version` and returns its response.

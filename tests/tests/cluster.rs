@@ -1,0 +1,324 @@
+//! Clustering with real processes on loopback: the metadata quorum forms and agrees, places
+//! replicas evenly, fences a silent broker and takes it back, survives the loss of its active
+//! controller and of a minority of voters, refuses changes without a majority, keeps its image
+//! across restarts, and refuses nodes of another cluster or with a duplicate node id.
+
+use std::time::{Duration, Instant};
+
+use ferrymq_e2e::cluster::{find_topic, summary, Cluster};
+use ferrymq_e2e::{topic, BrokerProcess};
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::{CreateTopicsRequest, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+fn admin(bootstrap: &str) -> AdminClient<DefaultClientContext> {
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .expect("admin client")
+}
+
+async fn create(bootstrap: &str, name: &str, partitions: i32, rf: i32) -> Result<(), String> {
+    let opts = AdminOptions::new()
+        .operation_timeout(Some(Duration::from_secs(15)))
+        .request_timeout(Some(Duration::from_secs(20)));
+    let res = admin(bootstrap)
+        .create_topics(
+            [&NewTopic::new(
+                name,
+                partitions,
+                TopicReplication::Fixed(rf),
+            )],
+            &opts,
+        )
+        .await;
+    match res {
+        Ok(r) => r
+            .into_iter()
+            .next()
+            .expect("one result")
+            .map(|_| ())
+            .map_err(|(_, e)| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_agree_on_metadata_and_place_replicas_evenly() {
+    let c = Cluster::start(3, 3, &[]).unwrap();
+    let t = topic("placed");
+    create(&c.nodes[1].addr, &t, 6, 3).await.unwrap();
+    let mut views = Vec::new();
+    for id in 1..=3 {
+        let md = c
+            .wait_metadata(id, TIMEOUT, |md| find_topic(md, &t).is_some())
+            .await
+            .unwrap();
+        assert_eq!(md.brokers.len(), 3, "node {id}: {}", summary(&md));
+        views.push(summary(&md));
+    }
+    assert!(
+        views.windows(2).all(|w| w[0] == w[1]),
+        "every node answers the same metadata: {views:#?}"
+    );
+    let md = c.metadata(1).await.unwrap();
+    let tm = find_topic(&md, &t).unwrap();
+    assert_eq!(tm.partitions.len(), 6);
+    for b in 1..=3 {
+        let led = tm.partitions.iter().filter(|p| p.leader_id.0 == b).count();
+        let hosted = tm
+            .partitions
+            .iter()
+            .filter(|p| p.replica_nodes.iter().any(|r| r.0 == b))
+            .count();
+        assert_eq!((led, hosted), (2, 6), "broker {b}: {}", summary(&md));
+    }
+    for p in &tm.partitions {
+        let mut r: Vec<i32> = p.replica_nodes.iter().map(|x| x.0).collect();
+        r.sort();
+        assert_eq!(r, vec![1, 2, 3], "replicas on distinct brokers");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_bootstrapped_from_one_node_uses_every_partition() {
+    let c = Cluster::start(3, 3, &[]).unwrap();
+    let t = topic("anynode");
+    create(&c.nodes[0].addr, &t, 6, 3).await.unwrap();
+    // Only node 3 is given to the client: it learns the others from Metadata.
+    let only = c.nodes[2].addr.clone();
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &only)
+        .set("acks", "all")
+        .create()
+        .unwrap();
+    for p in 0..6 {
+        for i in 0..50 {
+            let v = format!("p{p}-{i}");
+            producer
+                .send(
+                    FutureRecord::<(), _>::to(&t).partition(p).payload(&v),
+                    TIMEOUT,
+                )
+                .await
+                .unwrap();
+        }
+    }
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &only)
+        .set("group.id", "cluster-test")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..6 {
+        tpl.add_partition_offset(&t, p, Offset::Beginning).unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let mut seen = std::collections::BTreeMap::<i32, Vec<String>>::new();
+    let deadline = Instant::now() + TIMEOUT;
+    while seen.values().map(Vec::len).sum::<usize>() < 300 {
+        assert!(
+            Instant::now() < deadline,
+            "read {:?}",
+            seen.iter().map(|(k, v)| (*k, v.len())).collect::<Vec<_>>()
+        );
+        if let Some(m) = consumer.poll(Duration::from_millis(200)) {
+            let m = m.unwrap();
+            seen.entry(m.partition())
+                .or_default()
+                .push(String::from_utf8_lossy(m.payload().unwrap()).into_owned());
+        }
+    }
+    for p in 0..6 {
+        let expected: Vec<String> = (0..50).map(|i| format!("p{p}-{i}")).collect();
+        assert_eq!(seen[&p], expected, "partition {p} in order");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_broker_is_fenced_and_returns_when_resumed() {
+    let mut c = Cluster::start(3, 3, &[]).unwrap();
+    c.node(3).signal("STOP");
+    let stopped = Instant::now();
+    c.wait_metadata(1, Duration::from_secs(10), |md| {
+        md.brokers.iter().all(|b| b.node_id.0 != 3)
+    })
+    .await
+    .unwrap();
+    let fenced_after = stopped.elapsed();
+    assert!(
+        fenced_after < Duration::from_secs(5),
+        "fenced after {fenced_after:?} (session 1 s)"
+    );
+    c.node(3).signal("CONT");
+    c.wait_metadata(1, Duration::from_secs(10), |md| {
+        md.brokers.iter().any(|b| b.node_id.0 == 3)
+    })
+    .await
+    .unwrap();
+    assert!(
+        c.nodes.iter().any(|n| n.log().contains("broker fenced")),
+        "the controller logged the fencing"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_active_controller_elects_another_and_changes_resume() {
+    let mut c = Cluster::start(3, 3, &[]).unwrap();
+    let active = c.active_controller(1).await.unwrap() as usize;
+    assert!((1..=3).contains(&active));
+    c.node(active).kill9();
+    let survivor = if active == 1 { 2 } else { 1 };
+    let killed = Instant::now();
+    let t = topic("after-failover");
+    let mut last;
+    loop {
+        match create(&c.nodes[survivor - 1].addr, &t, 2, 2).await {
+            Ok(()) => break,
+            Err(e) => last = e,
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(30),
+            "no metadata change 30 s after the controller died: {last}"
+        );
+    }
+    let took = killed.elapsed();
+    assert!(
+        took < Duration::from_secs(10),
+        "topic creation resumed only after {took:?}"
+    );
+    let now_active = c.active_controller(survivor).await.unwrap() as usize;
+    assert_ne!(now_active, active);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_voters_work_with_two_down_and_refuse_changes_with_three_down() {
+    let mut c = Cluster::start(5, 5, &[]).unwrap();
+    c.node(4).kill9();
+    c.node(5).kill9();
+    create(&c.nodes[0].addr, &topic("minority-down"), 1, 1)
+        .await
+        .expect("3 of 5 voters decide");
+    c.node(3).kill9();
+    // The raw request shows the error code and the broker's message.
+    let mut raw = ferrymq_e2e::RawClient::connect(&c.nodes[0].addr)
+        .await
+        .unwrap();
+    let req = CreateTopicsRequest::default()
+        .with_timeout_ms(20_000)
+        .with_topics(vec![CreatableTopic::default()
+            .with_name(TopicName(StrBytes::from_string(topic("majority-down"))))
+            .with_num_partitions(1)
+            .with_replication_factor(1)]);
+    let resp = raw.call(&req, 7).await.unwrap();
+    let r = &resp.topics[0];
+    assert_eq!(
+        r.error_code, 7,
+        "REQUEST_TIMED_OUT: 2 of 5 voters cannot decide"
+    );
+    let msg = r
+        .error_message
+        .as_ref()
+        .map(|m| m.to_string())
+        .unwrap_or_default();
+    assert!(msg.contains("majority"), "the refusal says why: {msg}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarting_every_node_keeps_the_image() {
+    let mut c = Cluster::start(3, 3, &[]).unwrap();
+    let t = topic("kept");
+    create(&c.nodes[0].addr, &t, 4, 3).await.unwrap();
+    let before = c
+        .wait_metadata(1, TIMEOUT, |md| find_topic(md, &t).is_some())
+        .await
+        .unwrap();
+    let id_before = find_topic(&before, &t).unwrap().topic_id;
+    for id in 1..=3 {
+        assert_eq!(c.node(id).stop().unwrap(), 0, "node {id} stops cleanly");
+    }
+    for n in &mut c.nodes {
+        n.launch().unwrap();
+    }
+    for n in &mut c.nodes {
+        n.wait_serving(Duration::from_secs(60)).unwrap();
+    }
+    let after = c
+        .wait_metadata(2, TIMEOUT, |md| {
+            find_topic(md, &t).is_some() && md.brokers.len() == 3
+        })
+        .await
+        .unwrap();
+    let ta = find_topic(&after, &t).unwrap();
+    assert_eq!(ta.topic_id, id_before, "same topic id after a full restart");
+    assert_eq!(ta.partitions.len(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_of_another_cluster_or_with_a_duplicate_id_is_refused() {
+    let c = Cluster::start(3, 3, &[]).unwrap();
+    // A data dir that belongs to another cluster.
+    let args = |id: i32| {
+        vec![
+            "--node-id".to_string(),
+            id.to_string(),
+            "--controller-listen".into(),
+            format!("127.0.0.1:{}", ferrymq_e2e::free_port()),
+            "--controller-voters".into(),
+            c.voters.clone(),
+        ]
+    };
+    let mut stranger = BrokerProcess::prepare(&[], args(7)).unwrap();
+    std::fs::create_dir_all(&stranger.data_dir).unwrap();
+    std::fs::write(
+        stranger.data_dir.join("meta.properties"),
+        "version=1\nnode.id=7\ncluster.id=some-other-cluster\n",
+    )
+    .unwrap();
+    stranger.launch().unwrap();
+    let code = stranger.wait_exit(Duration::from_secs(20));
+    assert!(
+        code.is_some_and(|c| c != 0),
+        "refused node exits with an error: {code:?}\n{}",
+        stranger.log()
+    );
+    assert!(
+        stranger.log().contains("cluster"),
+        "says why: {}",
+        stranger.log()
+    );
+    // A second node 2 while node 2 is alive: refused, retrying as long as node 2 heartbeats.
+    let mut twin = BrokerProcess::prepare(&[], args(2)).unwrap();
+    twin.launch().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !twin.log().contains("already registered") {
+        assert!(
+            Instant::now() < deadline,
+            "the twin is told why: {}",
+            twin.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        !twin.log().contains("broker ready"),
+        "the twin never serves"
+    );
+    twin.kill9();
+    // The cluster did not notice.
+    let md = c.metadata(1).await.unwrap();
+    assert_eq!(
+        md.brokers.iter().map(|b| b.node_id.0).collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
+}
