@@ -183,6 +183,36 @@ fn admin_port_zero_picks_a_free_port_and_logs_it() {
 }
 
 #[test]
+fn logs_are_one_json_object_per_line_on_request() {
+    let mut b = BrokerProcess::start(&["log.format=json"]).unwrap();
+    let t = topic("jsonlog");
+    assert_eq!(ferrymq(&["topic", "create", &t, "-b", &b.addr], "").code, 0);
+    assert_eq!(b.stop().unwrap(), 0);
+    let log = b.log();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let find = |message: &str| {
+        lines
+            .iter()
+            .find(|l| l["fields"]["message"] == message)
+            .unwrap_or_else(|| panic!("no {message:?} line in\n{log}"))
+    };
+    assert!(find("admin API listening")["fields"]["admin_listen"]
+        .as_str()
+        .is_some_and(|a| a.starts_with("127.0.0.1:")));
+    assert_eq!(find("FerryMQ broker ready")["level"], "INFO");
+    let opened = find("partition opened");
+    assert_eq!(opened["fields"]["partition"], format!("{t}-0"));
+    assert_eq!(opened["fields"]["leader_epoch"], 0);
+    assert_eq!(
+        find("broker stopped cleanly")["target"],
+        "ferrymq_broker::broker"
+    );
+}
+
+#[test]
 fn admin_api_answers_every_endpoint() {
     let b = BrokerProcess::start(&[]).unwrap();
     let a = b.admin_addr.as_str();
