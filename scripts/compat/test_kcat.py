@@ -42,8 +42,11 @@ def consume(broker, topic, count, *args):
 @pytest.mark.parametrize("codec", ["none", "gzip", "snappy", "lz4", "zstd"])
 def test_lines_produced_with_kcat_are_read_back(broker, codec):
     topic = unique_topic(f"kcat-lines-{codec}")
-    lines = [f"line {i} ünïcode" for i in range(50)]
-    kcat(broker, "-P", "-t", topic, "-p", "0", "-z", codec, stdin="\n".join(lines).encode())
+    # Repetitive lines in one batch (long linger): librdkafka sends a batch uncompressed when
+    # compressing does not shrink it, which tiny batches on a loaded machine would trigger.
+    lines = [f"line {i} " + "ünïcode " * 20 for i in range(50)]
+    kcat(broker, "-P", "-t", topic, "-p", "0", "-z", codec, "-X", "linger.ms=200",
+         stdin="\n".join(lines).encode())
 
     out = consume(broker, topic, len(lines), "-f", "%o %s\n")
     assert out.splitlines() == [f"{i} {line}" for i, line in enumerate(lines)]

@@ -298,11 +298,10 @@ fn admin_api_answers_every_endpoint() {
     assert_eq!(missing.status, 404);
     assert_eq!(missing.json()["error"], "not_found");
 
-    for path in ["/v1/groups", "/v1/groups/some-group"] {
-        let r = http(a, "GET", path, None, None).unwrap();
-        assert_eq!(r.status, 501, "{path}: {}", r.body);
-        assert_eq!(r.json()["error"], "not_implemented");
-    }
+    assert_eq!(http_get_ok(a, "/v1/groups").json(), serde_json::json!([]));
+    let unknown_group = http(a, "GET", "/v1/groups/some-group", None, None).unwrap();
+    assert_eq!(unknown_group.status, 404, "{}", unknown_group.body);
+    assert_eq!(unknown_group.json()["error"], "not_found");
     let elect = http(
         a,
         "POST",
@@ -521,23 +520,92 @@ fn cli_subcommands_work_against_a_broker() {
     let nothing = run(&["topic", "alter", &t], "");
     assert_eq!(nothing.code, 1);
 
-    // Consumer groups are not served by this broker yet: exit code 4, and it says so.
-    for args in [
-        vec!["group", "list"],
-        vec!["group", "describe", "g"],
-        vec!["group", "reset-offsets", "g", "-t", &t, "--to-earliest"],
-        vec!["group", "delete", "g"],
-        vec!["consume", "-t", &t, "-g", "g"],
-    ] {
-        let out = run(&args, "");
-        assert_eq!(out.code, 4, "{args:?}: {out:?}");
-        assert!(
-            out.stderr.contains("not served by this cluster yet"),
-            "{out:?}"
-        );
-    }
-
+    // A lagging consumer group, found with the CLI, the admin API and the metrics.
+    let g = format!("{t}-readers");
+    let first = run(&["consume", "-t", &t, "-g", &g, "-n", "3"], "");
+    assert_eq!(first.code, 0, "{first:?}");
+    assert_eq!(first.stdout.lines().count(), 3, "{first:?}");
+    let more = run(&["produce", "-t", &t, "-p", "0"], "5\n6\n7\n8\n9\n");
+    assert_eq!(more.code, 0, "{more:?}");
+    let listed = run(&["group", "list"], "");
+    assert_eq!(listed.code, 0, "{listed:?}");
+    assert!(
+        listed.stdout.lines().any(|l| l.starts_with(&g)),
+        "{listed:?}"
+    );
+    let described = run(&["group", "describe", &g], "");
+    assert_eq!(described.code, 0, "{described:?}");
+    assert!(described.stdout.contains("total lag 6"), "{described:?}");
     let a = b.admin_addr.as_str();
+    let view = http_get_ok(a, &format!("/v1/groups/{g}")).json();
+    assert_eq!(view["total_lag"], 6, "{view}");
+    assert!(http_get_ok(a, "/v1/groups")
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|x| x["group_id"] == g.as_str()));
+    let lag: f64 = scrape(a)
+        .iter()
+        .filter(|x| {
+            x.name == "ferrymq_consumer_group_lag_messages" && x.labels.get("group") == Some(&g)
+        })
+        .map(|x| x.value)
+        .sum();
+    assert_eq!(lag, 6.0, "the metric agrees");
+    let plan = run(&["group", "reset-offsets", &g, "-t", &t, "--to-latest"], "");
+    assert_eq!(plan.code, 0, "{plan:?}");
+    assert!(plan.stdout.contains("dry run"), "{plan:?}");
+    assert!(run(&["group", "describe", &g], "")
+        .stdout
+        .contains("total lag 6"));
+    let reset = run(
+        &[
+            "group",
+            "reset-offsets",
+            &g,
+            "-t",
+            &t,
+            "--to-latest",
+            "--execute",
+        ],
+        "",
+    );
+    assert_eq!(reset.code, 0, "{reset:?}");
+    assert!(run(&["group", "describe", &g], "")
+        .stdout
+        .contains("total lag 0"));
+    let nothing_new = run(
+        &["consume", "-t", &t, "-g", &g, "--idle-timeout-ms", "300"],
+        "",
+    );
+    assert_eq!(nothing_new.stdout, "", "{nothing_new:?}");
+    let to_start = run(
+        &[
+            "group",
+            "reset-offsets",
+            &g,
+            "-t",
+            &t,
+            "--to-earliest",
+            "--execute",
+        ],
+        "",
+    );
+    assert_eq!(to_start.code, 0, "{to_start:?}");
+    assert!(run(&["group", "describe", &g], "")
+        .stdout
+        .contains("total lag 9"));
+    let deleted = run(&["group", "delete", &g], "");
+    assert_eq!(deleted.code, 0, "{deleted:?}");
+    assert!(!run(&["group", "list"], "").stdout.contains(&g));
+    assert_eq!(
+        http(a, "GET", &format!("/v1/groups/{g}"), None, None)
+            .unwrap()
+            .status,
+        404
+    );
+
     let pc = ferrymq(
         &[
             "policy",

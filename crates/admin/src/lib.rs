@@ -5,13 +5,14 @@
 //!
 //! It reads the broker core and the controller and turns their state into JSON and metrics;
 //! changes go through the controller like any admin request. It knows no Kafka wire types and
-//! holds no replication or group logic: features reached through a handle (`features`) answer
-//! 501 until the binary wires one — consumer groups until the group coordinator lands;
-//! preferred leader election is wired to the controller (`leadership`).
+//! holds no replication or group logic: features are reached through handles (`features`),
+//! wired by the binary — consumer groups to the group coordinator (`groups`), preferred leader
+//! election to the controller (`leadership`); an unwired handle answers 501.
 
 pub mod auth;
 pub mod error;
 pub mod features;
+pub mod groups;
 pub mod leadership;
 pub mod metrics;
 pub mod process;

@@ -22,8 +22,8 @@ pub struct AdminState {
     pub metrics: Option<PrometheusHandle>,
     /// `admin.token`: mutating requests must carry it once set.
     pub token: Option<String>,
-    /// Consumer groups, once the group coordinator is wired.
-    pub groups: Option<Arc<dyn GroupsView>>,
+    /// Consumer groups, wired once the broker (and its group coordinator) serves.
+    groups: OnceLock<Arc<dyn GroupsView>>,
     /// Leadership actions, once replication is wired.
     pub leadership: Option<Arc<dyn LeadershipActions>>,
     /// Set when the node begins a clean stop: it is no longer ready.
@@ -51,7 +51,7 @@ impl AdminState {
             broker: OnceLock::new(),
             metrics,
             token: token.filter(|t| !t.is_empty()),
-            groups: None,
+            groups: OnceLock::new(),
             leadership: None,
             stopping: AtomicBool::new(false),
         }
@@ -63,10 +63,14 @@ impl AdminState {
         self
     }
 
-    /// Wires consumer groups.
-    pub fn with_groups(mut self, groups: Arc<dyn GroupsView>) -> AdminState {
-        self.groups = Some(groups);
-        self
+    /// Wires consumer groups (once).
+    pub fn set_groups(&self, groups: Arc<dyn GroupsView>) {
+        assert!(self.groups.set(groups).is_ok(), "groups are wired once");
+    }
+
+    /// The consumer-group handle, if wired.
+    pub fn groups(&self) -> Option<&Arc<dyn GroupsView>> {
+        self.groups.get()
     }
 
     /// The node serves clients from now on.

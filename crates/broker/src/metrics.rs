@@ -9,10 +9,10 @@
 //!   log size, segments and offsets per partition, purgatory sizes. Sampling at scrape time, instead of
 //!   instrumenting every path that changes them, keeps the hot paths free and the values exact;
 //! - **hooks** with one name and one place for metrics whose source lives elsewhere:
-//!   `replica_lag` (fed by `sample` from the leader's follower progress) and `group_lag` (for
-//!   the group coordinator; until it calls it, those series are absent, not zero). Hook gauges
-//!   must be set again at least every few minutes: the exporter drops gauges left unset for
-//!   longer (that is how a deleted partition's series go away).
+//!   `replica_lag` (fed by `sample` from the leader's follower progress), `group_lag` and
+//!   `group_committed` (fed at scrape time from the group coordinator by the admin crate).
+//!   Hook gauges must be set again at least every few minutes: the exporter drops gauges left
+//!   unset for longer (that is how a deleted partition's or group's series go away).
 //!
 //! Names follow Prometheus conventions: snake case, base units (`_bytes`, `_seconds`), `_total`
 //! for counters. Every name is a constant here and described in `describe`.
@@ -62,6 +62,8 @@ pub const REPLICA_LAG_MESSAGES: &str = "ferrymq_replica_lag_messages";
 pub const REPLICA_LAG_SECONDS: &str = "ferrymq_replica_lag_seconds";
 /// Messages between a group's committed offset and the high watermark.
 pub const GROUP_LAG_MESSAGES: &str = "ferrymq_consumer_group_lag_messages";
+/// A group's committed offset.
+pub const GROUP_COMMITTED_OFFSET: &str = "ferrymq_consumer_group_committed_offset";
 
 /// fsync latency buckets, seconds: from a battery-backed cache to a struggling disk.
 pub const FSYNC_BUCKETS_SECONDS: &[f64] = &[
@@ -122,7 +124,11 @@ pub fn describe() {
     );
     describe_gauge!(
         GROUP_LAG_MESSAGES,
-        "Messages between a consumer group's committed offset and the high watermark."
+        "Messages between a consumer group's committed offset and the high watermark (where the coordinator's node leads the partition)."
+    );
+    describe_gauge!(
+        GROUP_COMMITTED_OFFSET,
+        "A consumer group's committed offset (reported by the group's coordinator)."
     );
 }
 
@@ -170,11 +176,18 @@ pub fn replica_lag(tp: &TopicPartition, replica: NodeId, messages: i64, seconds:
     gauge!(REPLICA_LAG_SECONDS, &labels).set(seconds);
 }
 
-/// Hook for the group coordinator: `group`'s lag on `tp` (high watermark − committed offset).
+/// `group`'s lag on `tp` (high watermark − committed offset).
 pub fn group_lag(group: &str, tp: &TopicPartition, messages: i64) {
     let [t, p] = partition_labels(tp);
     let labels = [("group", group.to_string()), t, p];
     gauge!(GROUP_LAG_MESSAGES, &labels).set(messages as f64);
+}
+
+/// `group`'s committed offset on `tp`.
+pub fn group_committed(group: &str, tp: &TopicPartition, offset: i64) {
+    let [t, p] = partition_labels(tp);
+    let labels = [("group", group.to_string()), t, p];
+    gauge!(GROUP_COMMITTED_OFFSET, &labels).set(offset as f64);
 }
 
 /// Which purgatory a waiting request is in.

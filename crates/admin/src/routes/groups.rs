@@ -1,6 +1,6 @@
 //! `/v1/groups` and `/v1/groups/{id}`: consumer groups with members, committed offsets and lag,
-//! from the group coordinator through `GroupsView`. Until the binary wires one, both answer
-//! 501 `not_implemented`.
+//! from the group coordinator through `GroupsView` (503 until the node serves; 501 in a build
+//! that does not wire one).
 
 use axum::extract::Path;
 use axum::Json;
@@ -12,7 +12,8 @@ use crate::state::AdminState;
 use crate::views::{GroupSummary, GroupView};
 
 fn groups(s: &AdminState) -> Result<&dyn GroupsView, ApiError> {
-    s.groups.as_deref().ok_or_else(|| {
+    s.broker()?;
+    s.groups().map(|g| g.as_ref()).ok_or_else(|| {
         ApiError::NotImplemented(
             "consumer groups are not available in this build yet (the group coordinator is not wired)"
                 .into(),

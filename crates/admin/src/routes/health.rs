@@ -43,7 +43,11 @@ pub async fn ready(axum::extract::State(s): Shared) -> Response {
 
 /// `GET /metrics`.
 pub async fn metrics(axum::extract::State(s): Shared) -> Response {
-    // Sampling reads every partition's state under its lock and /proc: off the async workers.
+    // Group offsets come from the coordinator's async API; the rest is read under partition
+    // locks and from /proc, off the async workers.
+    if let Some(groups) = s.groups() {
+        crate::groups::sample(groups.as_ref()).await;
+    }
     let state = s.clone();
     match tokio::task::spawn_blocking(move || crate::metrics::render(&state)).await {
         Ok(Some(text)) => (
