@@ -291,6 +291,7 @@ async fn start_servers(
     command
         .arg("serve")
         .args(["--listen", &addr.to_string()])
+        .args(["--admin-listen", "127.0.0.1:0"])
         .arg("--data-dir")
         .arg(&data_dir);
     for setting in overrides {

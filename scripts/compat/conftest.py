@@ -63,6 +63,8 @@ class Broker:
             ferrymq_bin(), "serve",
             "--listen", self.bootstrap,
             "--data-dir", str(self.data_dir),
+            # Port 0: several brokers on one host, each with its own admin listener.
+            "--admin-listen", "127.0.0.1:0",
         ]
         for key, value in self.overrides.items():
             argv += ["--override", f"{key}={value}"]

@@ -51,6 +51,11 @@ pub struct BrokerProcess {
     child: Option<Child>,
     /// `127.0.0.1:port` of the Kafka listener.
     pub addr: String,
+    /// `127.0.0.1:port` of the admin HTTP listener (metrics, health, /v1), as this start of
+    /// the broker logged it (it is given port 0 and picks a free one).
+    pub admin_addr: String,
+    /// Length of the log when the current process started.
+    log_offset: usize,
     /// The data directory (kept across restarts).
     pub data_dir: PathBuf,
     log_path: PathBuf,
@@ -76,6 +81,8 @@ impl BrokerProcess {
         Ok(BrokerProcess {
             child: None,
             addr: format!("127.0.0.1:{}", free_port()),
+            admin_addr: String::new(),
+            log_offset: 0,
             data_dir: tmp.path().join("data"),
             log_path: tmp.path().join("broker.log"),
             extra: overrides.iter().map(|s| s.to_string()).collect(),
@@ -102,6 +109,8 @@ impl BrokerProcess {
             .arg(&self.addr)
             .arg("--data-dir")
             .arg(&self.data_dir)
+            .arg("--admin-listen")
+            .arg("127.0.0.1:0")
             .args(&self.args)
             .env(
                 "RUST_LOG",
@@ -112,7 +121,10 @@ impl BrokerProcess {
         for o in &self.extra {
             cmd.arg("--override").arg(o);
         }
-        self.ready_lines = self.log().matches("FerryMQ broker ready").count();
+        let log = self.log();
+        self.ready_lines = log.matches("FerryMQ broker ready").count();
+        self.log_offset = log.len();
+        self.admin_addr.clear();
         self.child = Some(cmd.spawn().context("spawning ferrymq")?);
         Ok(())
     }
@@ -132,6 +144,7 @@ impl BrokerProcess {
         loop {
             // Serving starts once the node is registered with the controller and caught up.
             if self.log().matches("FerryMQ broker ready").count() > self.ready_lines {
+                self.admin_addr = self.logged_admin_addr().unwrap_or_default();
                 return Ok(());
             }
             if let Some(status) = self
@@ -150,6 +163,26 @@ impl BrokerProcess {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// The admin address this start of the broker logged (`admin API listening
+    /// admin_listen=...`, text or JSON logs), if it has yet.
+    fn logged_admin_addr(&self) -> Option<String> {
+        let log = self.log();
+        let line = log
+            .get(self.log_offset..)?
+            .lines()
+            .find(|l| l.contains("admin API listening"))?
+            .to_string();
+        let rest = line
+            .split("admin_listen=")
+            .nth(1)
+            .or_else(|| line.split("\"admin_listen\":\"").nth(1))?;
+        Some(
+            rest.split(|c: char| c.is_whitespace() || c == '"')
+                .next()?
+                .to_string(),
+        )
     }
 
     /// The broker's log so far.
@@ -238,10 +271,194 @@ impl BrokerProcess {
 
 impl Drop for BrokerProcess {
     fn drop(&mut self) {
+        // A paused process must be resumed to die of SIGKILL promptly on every kernel.
+        self.signal("CONT");
         self.kill9();
         if std::thread::panicking() {
             eprintln!("---- broker log ({}) ----\n{}", self.addr, self.log());
         }
+    }
+}
+
+/// An HTTP answer.
+#[derive(Debug, Clone)]
+pub struct HttpResponse {
+    /// Status code.
+    pub status: u16,
+    /// Body as text.
+    pub body: String,
+}
+
+impl HttpResponse {
+    /// The body parsed as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+}
+
+/// One HTTP/1.1 request to `addr` (host:port) with `Connection: close`; `token` goes in an
+/// `Authorization: Bearer` header.
+pub fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    token: Option<&str>,
+) -> Result<HttpResponse> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let body = body.unwrap_or("");
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw)?;
+    let (head, rest) = raw.split_once("\r\n\r\n").context("no HTTP header end")?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .context("no status")?
+        .parse()?;
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        let mut out = String::new();
+        let mut rest = rest;
+        loop {
+            let (size, tail) = rest.split_once("\r\n").context("chunk size")?;
+            let size = usize::from_str_radix(size.trim(), 16)?;
+            if size == 0 {
+                break;
+            }
+            out.push_str(&tail[..size]);
+            rest = &tail[size + 2..];
+        }
+        out
+    } else {
+        rest.to_string()
+    };
+    Ok(HttpResponse { status, body })
+}
+
+/// A GET that must answer 200.
+pub fn http_get_ok(addr: &str, path: &str) -> HttpResponse {
+    let r = http(addr, "GET", path, None, None).expect("admin API reachable");
+    assert_eq!(r.status, 200, "GET {path}: {}", r.body);
+    r
+}
+
+/// One sample of a Prometheus text exposition.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    /// Metric name (with `_bucket`, `_sum`, `_count` for histogram series).
+    pub name: String,
+    /// Labels.
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// Value.
+    pub value: f64,
+}
+
+/// Parses the Prometheus text format (comments skipped), checking every line is well formed.
+pub fn parse_prometheus(text: &str) -> Vec<Sample> {
+    let mut out = Vec::new();
+    for line in text.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').expect("`series value`");
+        let value: f64 = match value {
+            "+Inf" => f64::INFINITY,
+            "-Inf" => f64::NEG_INFINITY,
+            v => v
+                .parse()
+                .unwrap_or_else(|_| panic!("bad value in {line:?}")),
+        };
+        let (name, labels) = match series.split_once('{') {
+            None => (series.to_string(), Default::default()),
+            Some((name, rest)) => {
+                let body = rest.strip_suffix('}').expect("closing brace");
+                let mut labels = std::collections::BTreeMap::new();
+                for pair in body.split("\",").filter(|p| !p.is_empty()) {
+                    let (k, v) = pair.split_once("=\"").expect("label=\"value\"");
+                    labels.insert(k.to_string(), v.trim_end_matches('"').to_string());
+                }
+                (name.to_string(), labels)
+            }
+        };
+        assert!(
+            name.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+            "metric name {name:?}"
+        );
+        out.push(Sample {
+            name,
+            labels,
+            value,
+        });
+    }
+    out
+}
+
+/// The value of the series `name` whose labels include `labels`, if present.
+pub fn metric(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    samples
+        .iter()
+        .find(|s| {
+            s.name == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+        })
+        .map(|s| s.value)
+}
+
+/// Scrapes and parses `/metrics` of the admin listener at `admin_addr`.
+pub fn scrape(admin_addr: &str) -> Vec<Sample> {
+    parse_prometheus(&http_get_ok(admin_addr, "/metrics").body)
+}
+
+/// What a `ferrymq` CLI run printed and its exit code.
+#[derive(Debug, Clone)]
+pub struct CliOutput {
+    /// Exit code.
+    pub code: i32,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+/// Runs the `ferrymq` binary with `args`, feeding `stdin`.
+pub fn ferrymq(args: &[&str], stdin: &str) -> CliOutput {
+    use std::io::Write;
+    let mut child = Command::new(ferrymq_bin())
+        .args(args)
+        .env_remove("FERRYMQ_BOOTSTRAP")
+        .env_remove("FERRYMQ_ADMIN")
+        .env_remove("FERRYMQ_ADMIN_TOKEN")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawning ferrymq");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("writing stdin");
+    let out = child.wait_with_output().expect("ferrymq output");
+    CliOutput {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
 }
 

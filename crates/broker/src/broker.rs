@@ -20,7 +20,8 @@ use crate::fetch::ReplicaFetchParams;
 use crate::fetch::{self, FetchParams};
 use crate::group::GroupCoordinator;
 use crate::log_writer::{Durability, LogWriter};
-use crate::partition::{AckState, ListedOffset, OffsetSpec, Partition, ReadOutcome};
+use crate::metrics;
+use crate::partition::{AckState, ListedOffset, OffsetSpec, Partition, ReadBound, ReadOutcome};
 use crate::partitions::{read_startup_state, Partitions};
 use crate::producer_ids::ProducerIdPool;
 use crate::replication::fetcher::ReplicaFetchers;
@@ -361,6 +362,7 @@ impl Broker {
             Durability::PageCache
         };
         let mut hw = partition.subscribe_hw();
+        let (bytes, messages) = (batch.len(), batch.header().record_count.max(0) as u64);
         let epoch = partition.leader_epoch();
         let appended = self
             .writer
@@ -369,7 +371,11 @@ impl Broker {
         Ok(async move {
             let appended = appended.await?;
             let append = appended.info();
+            if !appended.is_duplicate() {
+                metrics::produced(&partition.tp().topic, bytes, messages);
+            }
             if acks == Acks::All {
+                let _waiting = metrics::Waiting::enter(metrics::Purgatory::Produce);
                 // Answered once every ISR member has the batch (fsynced), or with the reason
                 // it cannot be: leadership moved, or the ISR fell below min.insync.replicas.
                 // For an idempotent retry the batch is the original, already appended.
@@ -475,7 +481,20 @@ impl Broker {
             .iter()
             .map(|p| self.partition(&p.tp))
             .collect();
-        fetch::fetch(&hosted, params).await
+        let results = fetch::fetch(&hosted, params).await;
+        if params.bound == ReadBound::HighWatermark {
+            for (req, out) in params.partitions.iter().zip(&results) {
+                if let Ok(ReadOutcome {
+                    records: Some(records),
+                    ..
+                }) = out
+                {
+                    let (bytes, messages) = metrics::count_batches(records);
+                    metrics::fetched(&req.tp.topic, bytes, messages);
+                }
+            }
+        }
+        results
     }
 
     /// ListOffsets for one partition.

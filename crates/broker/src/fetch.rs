@@ -74,6 +74,7 @@ pub async fn fetch(
         {
             return results;
         }
+        let _waiting = crate::metrics::Waiting::enter(crate::metrics::Purgatory::Fetch);
         let changed = select_all(watchers.iter_mut().map(|w| Box::pin(w.changed())));
         if tokio::time::timeout_at(deadline, changed).await.is_err() {
             return read_all(hosted, params);

@@ -3,7 +3,7 @@
 //! watermarks, offsets lookups, retention and checkpoints — kept in step with the cluster
 //! metadata (`partitions`), the consumer-group coordinator (`group`), and the producer ids it
 //! hands to idempotent producers (`producer_ids`). Per-partition producer state lives in the
-//! log it is derived from.
+//! log it is derived from. Its metrics (`metrics`) are recorded through the `metrics` facade.
 //!
 //! It sees batches as validated bytes and requests as plain Rust calls: nothing here knows a
 //! Kafka request or response type, so another front end (AMQP) can drive the same core.
@@ -15,6 +15,7 @@ pub mod error;
 pub mod fetch;
 pub mod group;
 pub mod log_writer;
+pub mod metrics;
 pub mod partition;
 pub mod partitions;
 pub mod producer_ids;
@@ -25,4 +26,7 @@ pub use clock::{Clock, SystemClock};
 pub use config::{BrokerConfig, CleanerConfig};
 pub use error::BrokerError;
 pub use fetch::{FetchParams, FetchPartition};
-pub use partition::{ListedOffset, OffsetSpec, Partition, ReadBound, ReadOutcome};
+pub use partition::{
+    FollowerLag, ListedOffset, OffsetSpec, Partition, PartitionSnapshot, ReadBound, ReadOutcome,
+    Role,
+};

@@ -234,7 +234,10 @@ fn run(mut rx: mpsc::Receiver<Msg>, clock: Arc<dyn Clock>, flush_interval_messag
         for k in flush_now {
             let Some(p) = dirty.remove(&k) else { continue };
             let job = p.flush_job();
-            results.insert(k, p.run_flush(job));
+            let started = std::time::Instant::now();
+            let result = p.run_flush(job);
+            crate::metrics::fsync(started.elapsed());
+            results.insert(k, result);
         }
         for (k, appended, reply) in waiting {
             let info: AppendInfo = appended.info();

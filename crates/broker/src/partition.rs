@@ -58,6 +58,59 @@ pub struct ListedOffset {
     pub leader_epoch: LeaderEpoch,
 }
 
+/// This replica's part in its partition, as an operator sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// This broker leads the partition.
+    Leader,
+    /// Another broker leads it.
+    Follower,
+    /// No leader, or this replica's storage failed.
+    Offline,
+}
+
+/// A consistent view of one replica for metrics and the admin API.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PartitionSnapshot {
+    /// Role of this replica.
+    pub role: Role,
+    /// Current leader, if any.
+    pub leader: Option<NodeId>,
+    /// Current leader epoch.
+    pub leader_epoch: LeaderEpoch,
+    /// Replicas, preferred leader first.
+    pub replicas: Vec<NodeId>,
+    /// In-sync replicas.
+    pub isr: Vec<NodeId>,
+    /// Effective `min.insync.replicas` (capped by the replica count).
+    pub min_insync_replicas: usize,
+    /// High watermark.
+    pub high_watermark: Offset,
+    /// Log start offset.
+    pub log_start_offset: Offset,
+    /// Log end offset.
+    pub log_end_offset: Offset,
+    /// Bytes of the log on disk.
+    pub log_size_bytes: u64,
+    /// Segments of the log.
+    pub segments: usize,
+    /// On the leader, each follower's lag; empty elsewhere.
+    pub followers: Vec<FollowerLag>,
+}
+
+/// How far one follower is behind the leader, as the leader sees it.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct FollowerLag {
+    /// The follower.
+    pub replica: NodeId,
+    /// Leader LEO minus the follower's LEO as of its last fetch (the leader's whole log before
+    /// its first fetch in this epoch).
+    pub messages: i64,
+    /// Time since it was last caught up.
+    pub seconds: f64,
+}
+
 /// Data read from a partition, with the offsets a fetch response reports.
 #[derive(Debug, Clone)]
 pub struct ReadOutcome {
@@ -222,6 +275,7 @@ impl Partition {
             inner.leader_epoch,
             info.leader_epoch
         );
+        self.log_changes(&inner, info);
         let new_epoch = info.leader_epoch != inner.leader_epoch || info.leader != inner.leader;
         inner.leader_epoch = info.leader_epoch;
         inner.partition_epoch = info.partition_epoch;
@@ -254,6 +308,66 @@ impl Partition {
         // Wake acks=all waiters and fetches: they re-check leadership and the ISR.
         self.hw_tx.send_modify(|_| {});
         self.leo_tx.send_modify(|_| {});
+    }
+
+    /// Log lines for changes an operator cares about that `apply_metadata` does not log
+    /// itself (it logs "became leader" and "following"): a partition left without a leader,
+    /// and ISR changes, with the partition and leader epoch. ISR changes of partitions led
+    /// here are counted in metrics.
+    fn log_changes(&self, inner: &Inner, info: &PartitionInfo) {
+        let leader = info.leader.map(|l| l.0);
+        let changed = info.leader != inner.leader || info.leader_epoch != inner.leader_epoch;
+        if changed && info.leader.is_none() {
+            tracing::warn!(partition = %self.tp, leader_epoch = info.leader_epoch.0, isr = ?ids(&info.isr), "partition has no leader: offline");
+        }
+        if info.isr != inner.isr {
+            tracing::info!(partition = %self.tp, leader, leader_epoch = info.leader_epoch.0,
+                isr_before = ?ids(&inner.isr), isr = ?ids(&info.isr), "ISR changed");
+            if info.leader == Some(self.node_id) {
+                crate::metrics::isr_changed(&self.tp, inner.isr.len(), info.isr.len());
+            }
+        }
+    }
+
+    /// A consistent view of this replica for metrics and the admin API.
+    pub fn snapshot(&self) -> PartitionSnapshot {
+        let inner = self.lock();
+        let role = match inner.leader {
+            _ if self.offline.load(Ordering::Acquire) => Role::Offline,
+            Some(l) if l == self.node_id => Role::Leader,
+            Some(_) => Role::Follower,
+            None => Role::Offline,
+        };
+        PartitionSnapshot {
+            role,
+            leader: inner.leader,
+            leader_epoch: inner.leader_epoch,
+            replicas: inner.replicas.clone(),
+            isr: inner.isr.clone(),
+            min_insync_replicas: inner.effective_min_isr(),
+            high_watermark: inner.hw,
+            log_start_offset: inner.log.log_start_offset(),
+            log_end_offset: inner.log.log_end_offset(),
+            log_size_bytes: inner.log.size_bytes(),
+            segments: inner.log.segment_count(),
+            followers: self.follower_lags(&inner),
+        }
+    }
+
+    fn follower_lags(&self, inner: &Inner) -> Vec<FollowerLag> {
+        let Some(progress) = &inner.progress else {
+            return Vec::new();
+        };
+        let leo = inner.log.log_end_offset();
+        let now = self.clock.now_ms();
+        progress
+            .followers()
+            .map(|(id, f)| FollowerLag {
+                replica: *id,
+                messages: leo.0 - f.leo.map_or(inner.log.log_start_offset().0, |l| l.0),
+                seconds: (now - f.last_caught_up_ms).max(0) as f64 / 1000.0,
+            })
+            .collect()
     }
 
     /// Recomputes the leader's HW from the ISR's log end offsets and publishes it if it moved.
@@ -679,6 +793,10 @@ impl Partition {
             .and_then(|_| std::fs::remove_dir_all(&aside))
             .map_err(|e| BrokerError::Storage(format!("deleting {}: {e}", dir.display())))
     }
+}
+
+fn ids(nodes: &[NodeId]) -> Vec<i32> {
+    nodes.iter().map(|n| n.0).collect()
 }
 
 /// Makes sure `dir` belongs to `topic_id`: a directory left by a deleted topic of the same name

@@ -79,6 +79,7 @@ pub async fn serve(ctx: Arc<ServerContext>, stream: TcpStream, peer: SocketAddr)
         close_reason.get_or_insert(e);
     }
     if let Some(reason) = close_reason {
+        crate::metrics::closed_for_bad_input();
         tracing::warn!(%peer, reason, "closing connection");
     }
 }

@@ -13,6 +13,7 @@ use kafka_protocol::ResponseError;
 use crate::api;
 use crate::api::produce::ProduceOutcome;
 use crate::context::ServerContext;
+use crate::metrics::{self, ResponseErrors};
 use crate::order::OrderGate;
 
 /// One API FerryMQ serves.
@@ -153,11 +154,16 @@ pub async fn handle(
         Ok(h) => h,
         Err(e) => return Outcome::Close(format!("malformed {key:?} request header: {e}")),
     };
+    let started = std::time::Instant::now();
+    let record = |codes: &[i16]| metrics::request(key, started.elapsed(), codes);
     macro_rules! call {
         ($req:ty, $handler:path) => {{
             match <$req>::decode(&mut body, version) {
                 Ok(req) => {
                     let resp = $handler(ctx, &header, req).await;
+                    let mut codes = Vec::new();
+                    resp.error_codes(&mut codes);
+                    record(&codes);
                     encode_response(correlation_id, key, version, &resp)
                 }
                 Err(e) => Outcome::Close(format!("malformed {key:?} v{version} request: {e}")),
@@ -179,10 +185,19 @@ pub async fn handle(
             };
             match api::produce::handle(ctx, &header, req, (gate, ticket)).await {
                 ProduceOutcome::Respond(resp) => {
+                    let mut codes = Vec::new();
+                    resp.error_codes(&mut codes);
+                    record(&codes);
                     encode_response(correlation_id, key, version, &resp)
                 }
-                ProduceOutcome::Silent => Outcome::Silent,
-                ProduceOutcome::Close(reason) => Outcome::Close(reason),
+                ProduceOutcome::Silent => {
+                    record(&[]);
+                    Outcome::Silent
+                }
+                ProduceOutcome::Close(reason) => {
+                    record(&[]);
+                    Outcome::Close(reason)
+                }
             }
         }
         ApiKey::Fetch => call!(FetchRequest, api::fetch::handle),

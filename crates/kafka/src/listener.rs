@@ -35,8 +35,10 @@ pub async fn run(ctx: Arc<ServerContext>, listener: TcpListener, mut stop: watch
         open.fetch_add(1, Ordering::AcqRel);
         let ctx = ctx.clone();
         let open = open.clone();
+        crate::metrics::connection_open(1);
         tokio::spawn(async move {
             connection::serve(ctx, stream, peer).await;
+            crate::metrics::connection_open(-1);
             open.fetch_sub(1, Ordering::AcqRel);
         });
     }

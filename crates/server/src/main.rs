@@ -34,6 +34,19 @@ enum Command {
     /// Inspect a running cluster.
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// Create, list, describe, alter and delete topics (Kafka protocol).
+    #[command(subcommand)]
+    Topic(cli::topic::TopicCommand),
+    /// List, describe, reset the offsets of and delete consumer groups (Kafka protocol).
+    #[command(subcommand)]
+    Group(cli::group::GroupCommand),
+    /// Write lines from stdin to a topic.
+    Produce(cli::produce::ProduceArgs),
+    /// Print a topic's records.
+    Consume(cli::consume::ConsumeArgs),
+    /// List, create and delete replication policies (admin HTTP API).
+    #[command(subcommand)]
+    Policy(cli::policy::PolicyCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -41,9 +54,8 @@ enum ClusterCommand {
     /// Brokers (live or fenced), the active controller, and each partition's leader, replicas
     /// and ISR. Exits 0 when healthy, 2 when a broker is fenced or a partition has no leader.
     Status {
-        /// Any broker's Kafka address.
-        #[arg(long, default_value = "127.0.0.1:9092")]
-        bootstrap: String,
+        #[command(flatten)]
+        bootstrap: cli::Bootstrap,
     },
 }
 
@@ -73,6 +85,9 @@ struct ServeArgs {
     /// Log filter, e.g. `info` or `info,ferrymq_broker=debug` (setting `log.level`).
     #[arg(long)]
     log_level: Option<String>,
+    /// Admin HTTP listener for /metrics, /health and /v1 (setting `admin.listen`; port 0 picks one).
+    #[arg(long, value_name = "HOST:PORT")]
+    admin_listen: Option<String>,
     /// Log format: text or json (setting `log.format`).
     #[arg(long, value_name = "text|json")]
     log_format: Option<String>,
@@ -98,6 +113,7 @@ impl ServeArgs {
         put("node.id", self.node_id.map(|n| n.to_string()));
         put("controller.listen", self.controller_listen.clone());
         put("controller.voters", self.controller_voters.clone());
+        put("admin.listen", self.admin_listen.clone());
         put("log.level", self.log_level.clone());
         put("log.format", self.log_format.clone());
         for o in &self.overrides {
@@ -116,17 +132,36 @@ fn tokio_runtime() -> Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
+/// Runs a client subcommand and exits with its code (see `cli` for their meaning), printing
+/// the error on stderr.
+fn run_client(f: impl std::future::Future<Output = Result<i32>>) -> ! {
+    let outcome = tokio_runtime().and_then(|rt| rt.block_on(f));
+    let code = match outcome {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            cli::exit_code(&e)
+        }
+    };
+    std::process::exit(code)
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
+    let ok = |r: Result<()>| r.map(|_| cli::EXIT_OK);
     match cli.command {
+        Command::Topic(cmd) => run_client(async { ok(cli::topic::run(cmd).await) }),
+        Command::Group(cmd) => run_client(async { ok(cli::group::run(cmd).await) }),
+        Command::Produce(args) => run_client(async { ok(cli::produce::run(args).await) }),
+        Command::Consume(args) => run_client(async { ok(cli::consume::run(args).await) }),
+        Command::Policy(cmd) => run_client(async { ok(cli::policy::run(cmd)) }),
         Command::Settings => {
             print!("{}", settings::markdown_table());
             Ok(())
         }
         Command::Dev(args) => tokio_runtime()?.block_on(cli::dev::run(args)),
         Command::Cluster(ClusterCommand::Status { bootstrap }) => {
-            let code = tokio_runtime()?.block_on(cli::cluster::status(&bootstrap))?;
-            std::process::exit(code);
+            run_client(cli::cluster::status(&bootstrap.bootstrap))
         }
         Command::Serve(args) => {
             let env: BTreeMap<String, String> = std::env::vars()
@@ -135,15 +170,22 @@ fn main() -> Result<()> {
             let resolved = settings::Resolved::new(args.config.as_deref(), &env, &args.flags()?)?;
             logging::init(resolved.get("log.level"), resolved.get("log.format"))?;
             for (name, value, source) in resolved.all().filter(|(_, _, src)| *src != "default") {
+                let value = if settings::SECRET_SETTINGS.contains(&name) {
+                    "<redacted>"
+                } else {
+                    value
+                };
                 tracing::info!(setting = name, value, source, "setting");
             }
+            let metrics =
+                ferrymq_admin::metrics::install().context("installing the metrics recorder")?;
             let cfg = serve::build_config(&resolved)?;
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .thread_name("ferrymq")
                 .build()?;
             runtime
-                .block_on(serve::run(cfg))
+                .block_on(serve::run(cfg, metrics))
                 .inspect_err(|e| tracing::error!(error = format!("{e:#}"), "broker failed"))
         }
     }

@@ -1,6 +1,6 @@
 //! `ferrymq serve`: builds the typed configuration of each layer from the resolved settings,
-//! opens the data dir, starts the broker core and the Kafka listener, and stops cleanly on
-//! SIGTERM or SIGINT.
+//! opens the data dir, starts the admin listener, the broker core and the Kafka listener, and
+//! stops cleanly on SIGTERM or SIGINT.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -9,6 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use ferrymq_admin::groups::CoordinatorGroups;
+use ferrymq_admin::leadership::ControllerLeadership;
+use ferrymq_admin::AdminState;
 use ferrymq_broker::group::state::GroupLimits;
 use ferrymq_broker::group::GroupConfig;
 use ferrymq_broker::replication::fetcher::FetcherConfig;
@@ -18,6 +21,7 @@ use ferrymq_cluster::{meta_properties, Controller, ControllerConfig, TopicDefaul
 use ferrymq_kafka::replica_transport::KafkaReplicaTransport;
 use ferrymq_kafka::{FrontEndConfig, Limits, ServerContext};
 use ferrymq_types::NodeId;
+use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -48,6 +52,10 @@ pub struct ServeConfig {
     pub heartbeat_interval: Duration,
     /// `broker.session.timeout.ms`.
     pub session_timeout: Duration,
+    /// `admin.listen`; `None` disables the admin listener.
+    pub admin_listen: Option<String>,
+    /// `admin.token`.
+    pub admin_token: Option<String>,
     /// `auto.leader.rebalance.enable`.
     pub auto_leader_rebalance: bool,
     /// `leader.imbalance.check.interval.seconds`.
@@ -133,6 +141,7 @@ pub fn build_config(r: &Resolved) -> Result<ServeConfig> {
         auto_create_topics: r.parse("auto.create.topics.enable")?,
         broker_settings: r
             .all()
+            .filter(|(k, _, _)| !crate::settings::SECRET_SETTINGS.contains(k))
             .map(|(k, v, _)| (k.to_string(), v.to_string()))
             .collect(),
     };
@@ -167,6 +176,8 @@ pub fn build_config(r: &Resolved) -> Result<ServeConfig> {
         session_timeout: Duration::from_millis(
             r.parse::<u64>("broker.session.timeout.ms")?.max(50),
         ),
+        admin_listen: Some(r.get("admin.listen").trim().to_string()).filter(|a| !a.is_empty()),
+        admin_token: Some(r.get("admin.token").to_string()).filter(|t| !t.is_empty()),
         auto_leader_rebalance: r.parse("auto.leader.rebalance.enable")?,
         leader_imbalance_check_interval: Duration::from_secs(
             r.parse::<u64>("leader.imbalance.check.interval.seconds")?
@@ -215,7 +226,7 @@ fn split_host_port(addr: &str) -> Result<(String, u16)> {
 /// Runs a node until SIGTERM/SIGINT: its controller (voter or learner of the metadata
 /// quorum), its broker, and the Kafka listener, opened once the node is registered and caught
 /// up with metadata.
-pub async fn run(cfg: ServeConfig) -> Result<()> {
+pub async fn run(cfg: ServeConfig, metrics: PrometheusHandle) -> Result<()> {
     let data_dir = cfg.broker.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating data dir {}", data_dir.display()))?;
@@ -266,10 +277,19 @@ pub async fn run(cfg: ServeConfig) -> Result<()> {
     )
     .await
     .context("starting the controller")?;
+    let admin = Arc::new(
+        AdminState::new(controller.clone(), Some(metrics), cfg.admin_token.clone())
+            .with_leadership(Arc::new(ControllerLeadership(controller.clone()))),
+    );
+    let admin_task = match &cfg.admin_listen {
+        Some(addr) => Some(start_admin(addr, admin.clone(), stop_rx.clone()).await?),
+        None => None,
+    };
     let cluster_id = tokio::select! {
         joined = wait_until_serving(&controller) => joined?,
         signal = wait_for_stop_signal() => {
             signal?;
+            admin.set_stopping();
             stop_tx.send_replace(true);
             controller.shutdown().await;
             return Ok(());
@@ -291,8 +311,11 @@ pub async fn run(cfg: ServeConfig) -> Result<()> {
         config: cfg.front_end,
     });
     let listening = tokio::spawn(ferrymq_kafka::listener::run(ctx, listener, stop_rx));
+    admin.set_serving(broker.clone());
+    admin.set_groups(Arc::new(CoordinatorGroups(broker.clone())));
     tracing::info!(listen = %local, cluster_id, node_id = meta.node_id.0, "FerryMQ broker ready");
     wait_for_stop_signal().await?;
+    admin.set_stopping();
     if cfg.controlled_shutdown {
         // Leadership moves while this broker still answers, so clients follow it at once.
         let moved = controller
@@ -303,11 +326,32 @@ pub async fn run(cfg: ServeConfig) -> Result<()> {
     tracing::info!("stopping: closing the listener and flushing logs");
     stop_tx.send_replace(true);
     let _ = listening.await;
+    if let Some(task) = admin_task {
+        let _ = task.await;
+    }
     broker.shutdown().await.context("clean shutdown")?;
     controller.shutdown().await;
     Ok(())
 }
 
+/// Binds the admin listener and serves it until `stop`; logs the bound address (the port
+/// chosen when the setting's port is 0) as `admin_listen`.
+async fn start_admin(
+    addr: &str,
+    state: Arc<AdminState>,
+    stop: watch::Receiver<bool>,
+) -> Result<tokio::task::JoinHandle<()>> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding the admin listener {addr} (admin.listen)"))?;
+    let bound = listener.local_addr()?;
+    tracing::info!(admin_listen = %bound, "admin API listening");
+    Ok(tokio::spawn(async move {
+        if let Err(e) = ferrymq_admin::serve(state, listener, stop).await {
+            tracing::error!(error = %e, "admin listener failed");
+        }
+    }))
+}
 /// Longest a stopping broker waits for the controller to move its leaderships.
 const CONTROLLED_SHUTDOWN_WAIT: Duration = Duration::from_secs(10);
 

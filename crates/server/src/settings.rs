@@ -36,6 +36,8 @@ pub const SETTINGS: &[Setting] = &[
     s("controller.voters", "", "Controller quorum voters as id@host:port,...; empty runs a single-node quorum (flag --controller-voters)."),
     s("broker.heartbeat.interval.ms", "250", "How often a broker heartbeats to the active controller."),
     s("broker.session.timeout.ms", "1000", "A broker without a heartbeat for this long is fenced and its partitions move."),
+    s("admin.listen", "127.0.0.1:9644", "Admin HTTP listener: /metrics, /health/*, /v1/* (docs/admin-api.md); port 0 picks a free port (logged); empty disables it (flag --admin-listen)."),
+    s("admin.token", "", "Bearer token required by mutating admin endpoints once set; without one they accept loopback clients only. Never logged or shown by DescribeConfigs."),
     s("replica.lag.time.max.ms", "10000", "A follower not caught up with its leader for this long leaves the ISR."),
     s("replica.fetch.wait.max.ms", "500", "How long a follower's fetch waits at the leader for new data."),
     s("replica.fetch.max.bytes", "1048576", "Most bytes a follower fetches per partition per request."),
@@ -86,6 +88,9 @@ pub const SETTINGS: &[Setting] = &[
     s("log.cleaner.delete.retention.ms", "86400000", "Default delete.retention.ms: how long a tombstone stays readable after it was written, so consumers see deletions (1 day)."),
     s("log.cleaner.min.cleanable.ratio", "0.5", "Default min.cleanable.dirty.ratio: compact a partition once this share of its closed segments was written since the last compaction."),
 ];
+
+/// Settings whose values are secrets: never logged, never shown by DescribeConfigs.
+pub const SECRET_SETTINGS: &[&str] = &["admin.token"];
 
 /// Looks a setting up by name.
 pub fn find(name: &str) -> Option<&'static Setting> {

@@ -111,6 +111,7 @@ async fn fence_expired(ctrl: &Controller) {
         match ctrl.commit(records).await {
             Ok(offset) => tracing::warn!(
                 node = id.0,
+                broker_epoch = b.epoch,
                 session_timeout_ms = ctrl.config.session_timeout.as_millis() as u64,
                 partitions_changed = partitions,
                 metadata_offset = offset,

@@ -4,16 +4,30 @@
 
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use ferrymq_kafka::client::Client;
 use kafka_protocol::messages::{DescribeClusterRequest, MetadataRequest};
+
+/// Connects to the first reachable address of a comma-separated list.
+async fn connect_any(bootstrap: &str) -> Result<Client> {
+    let mut last = None;
+    for addr in bootstrap
+        .split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+    {
+        match Client::connect(addr, Duration::from_secs(10)).await {
+            Ok(c) => return Ok(c),
+            Err(e) => last = Some(anyhow::Error::new(e).context(format!("cannot reach {addr}"))),
+        }
+    }
+    Err(last.unwrap_or_else(|| anyhow::anyhow!("no bootstrap address given")))
+}
 
 /// Prints the cluster's status as seen from `bootstrap`. Exit status: 0 when every broker is
 /// live and every partition has a leader, 2 otherwise (so scripts can wait for health).
 pub async fn status(bootstrap: &str) -> Result<i32> {
-    let mut c = Client::connect(bootstrap, Duration::from_secs(10))
-        .await
-        .with_context(|| format!("connecting to {bootstrap}"))?;
+    let mut c = connect_any(bootstrap).await?;
     let brokers = c
         .call(
             &DescribeClusterRequest::default()

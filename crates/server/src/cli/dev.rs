@@ -1,6 +1,6 @@
 //! `ferrymq dev --nodes N`: a local cluster of N child processes on loopback, for trying things
 //! out. Node i (1-based) listens for Kafka on `base-port + i - 1` and for controllers on
-//! `controller-base-port + i - 1`, keeps its data in `<dir>/node-i` and logs to
+//! `controller-base-port + i - 1`, serves its admin API on `admin-base-port + i - 1`, keeps its data in `<dir>/node-i` and logs to
 //! `<dir>/node-i.log`; the first min(N, 3) nodes are controller voters. Ctrl-C stops them all
 //! cleanly (SIGTERM to each, then wait).
 
@@ -25,6 +25,9 @@ pub struct DevArgs {
     /// Controller port of node 1.
     #[arg(long, default_value_t = 9192)]
     controller_base_port: u16,
+    /// Admin HTTP port of node 1 (metrics, health, /v1 API).
+    #[arg(long, default_value_t = 9644)]
+    admin_base_port: u16,
     /// Extra setting for every node, NAME=VALUE (repeatable).
     #[arg(long = "override", value_name = "NAME=VALUE")]
     overrides: Vec<String>,
@@ -61,6 +64,10 @@ pub async fn run(args: DevArgs) -> Result<()> {
                 &format!("127.0.0.1:{}", args.controller_base_port + i - 1),
             ])
             .args(["--controller-voters", &voters])
+            .args([
+                "--admin-listen",
+                &format!("127.0.0.1:{}", args.admin_base_port + i - 1),
+            ])
             .stdin(Stdio::null())
             .stdout(Stdio::from(log.try_clone()?))
             .stderr(Stdio::from(log));
@@ -79,8 +86,9 @@ pub async fn run(args: DevArgs) -> Result<()> {
     );
     for (i, c) in &children {
         println!(
-            "  node {i}: kafka 127.0.0.1:{}  pid {}  log {}",
+            "  node {i}: kafka 127.0.0.1:{}  admin http://127.0.0.1:{}  pid {}  log {}",
             args.base_port + i - 1,
+            args.admin_base_port + i - 1,
             c.id(),
             args.dir.join(format!("node-{i}.log")).display()
         );

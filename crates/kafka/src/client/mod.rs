@@ -1,5 +1,16 @@
-//! A minimal Kafka client for FerryMQ's own command-line tools: one connection, typed requests
-//! at fixed versions this broker serves, responses decoded in order. Not a general client.
+//! A minimal Kafka client for FerryMQ's own command-line tools: one connection (`Client`),
+//! typed requests at fixed versions this broker serves, responses decoded in order; a view of
+//! the cluster that routes to partition leaders (`cluster`); record batches encoded from and
+//! decoded into plain records, compressed ones included (`records`); Kafka's key partitioner
+//! (`partitioner`). Not a general client.
+
+pub mod cluster;
+pub mod groups;
+pub mod ops;
+pub mod partitioner;
+pub mod records;
+
+pub use cluster::ClusterClient;
 
 use std::time::Duration;
 
@@ -24,6 +35,22 @@ pub enum ClientError {
     /// No answer in time.
     #[error("timed out after {0:?}")]
     Timeout(Duration),
+    /// No broker of the bootstrap list could be reached.
+    #[error("cannot reach any broker of {bootstrap}: {last}")]
+    Unreachable { bootstrap: String, last: String },
+    /// The cluster does not serve an API the command needs.
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+impl ClientError {
+    /// True when the cluster could not be reached at all (connection refused, timeout).
+    pub fn is_unreachable(&self) -> bool {
+        matches!(
+            self,
+            ClientError::Io(_) | ClientError::Timeout(_) | ClientError::Unreachable { .. }
+        )
+    }
 }
 
 /// One connection to a broker.
