@@ -2,6 +2,7 @@
 //! with its own temporary data dir, killed on drop, and a raw Kafka-protocol client for
 //! sending exactly the bytes a test wants (bad input included).
 
+pub mod chaos;
 pub mod cluster;
 pub mod workload;
 
@@ -57,8 +58,10 @@ pub struct BrokerProcess {
     extra: Vec<String>,
     /// Command-line arguments before the overrides (node id, controller settings).
     args: Vec<String>,
-    /// "ready" lines in the log before the current start.
-    ready_lines: usize,
+    /// Length of the log file at the current start: readiness is looked for after it.
+    log_len_at_launch: u64,
+    /// Network namespace the process runs in (`ip netns exec`), if any.
+    netns: Option<String>,
     _tmp: Option<tempfile::TempDir>,
 }
 
@@ -80,8 +83,32 @@ impl BrokerProcess {
             log_path: tmp.path().join("broker.log"),
             extra: overrides.iter().map(|s| s.to_string()).collect(),
             args,
-            ready_lines: 0,
+            log_len_at_launch: 0,
+            netns: None,
             _tmp: Some(tmp),
+        })
+    }
+
+    /// A broker ready to start at `addr`, keeping its data dir and log under `dir` (which the
+    /// caller owns and removes), inside network namespace `netns` when given.
+    pub fn prepare_in(
+        dir: &Path,
+        addr: String,
+        netns: Option<String>,
+        overrides: &[String],
+        args: Vec<String>,
+    ) -> Result<BrokerProcess> {
+        std::fs::create_dir_all(dir)?;
+        Ok(BrokerProcess {
+            child: None,
+            addr,
+            data_dir: dir.join("data"),
+            log_path: dir.join("broker.log"),
+            extra: overrides.to_vec(),
+            args,
+            log_len_at_launch: 0,
+            netns,
+            _tmp: None,
         })
     }
 
@@ -96,7 +123,15 @@ impl BrokerProcess {
             .create(true)
             .append(true)
             .open(&self.log_path)?;
-        let mut cmd = Command::new(ferrymq_bin());
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                // `ip netns exec` execs the broker in place: the child's pid is the broker's.
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(ferrymq_bin());
+                c
+            }
+            None => Command::new(ferrymq_bin()),
+        };
         cmd.arg("serve")
             .arg("--listen")
             .arg(&self.addr)
@@ -112,7 +147,7 @@ impl BrokerProcess {
         for o in &self.extra {
             cmd.arg("--override").arg(o);
         }
-        self.ready_lines = self.log().matches("FerryMQ broker ready").count();
+        self.log_len_at_launch = std::fs::metadata(&self.log_path).map_or(0, |m| m.len());
         self.child = Some(cmd.spawn().context("spawning ferrymq")?);
         Ok(())
     }
@@ -131,7 +166,7 @@ impl BrokerProcess {
         let deadline = Instant::now() + timeout;
         loop {
             // Serving starts once the node is registered with the controller and caught up.
-            if self.log().matches("FerryMQ broker ready").count() > self.ready_lines {
+            if self.log_since_launch().contains("FerryMQ broker ready") {
                 return Ok(());
             }
             if let Some(status) = self
@@ -155,6 +190,23 @@ impl BrokerProcess {
     /// The broker's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// What the broker logged since its current (or last) start.
+    pub fn log_since_launch(&self) -> String {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut out = Vec::new();
+        if let Ok(mut f) = std::fs::File::open(&self.log_path) {
+            if f.seek(SeekFrom::Start(self.log_len_at_launch)).is_ok() {
+                let _ = f.read_to_end(&mut out);
+            }
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    /// Path of the broker's log file.
+    pub fn log_path(&self) -> &Path {
+        &self.log_path
     }
 
     /// The child's pid.
