@@ -135,6 +135,14 @@ impl ChaosCluster {
         Ok(c)
     }
 
+    /// The namespaces, when the nodes run in them.
+    pub fn namespaces(&self) -> Option<&super::net::Namespaces> {
+        match &self.net {
+            Network::Namespaces(ns) => Some(ns),
+            Network::Loopback { .. } => None,
+        }
+    }
+
     /// Number of nodes.
     pub fn size(&self) -> usize {
         self.nodes.len()
