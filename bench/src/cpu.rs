@@ -1,6 +1,7 @@
-//! CPU used by the broker and by this process (the client, librdkafka's threads included)
-//! over a measured interval, in cores, from `/proc/<pid>/stat`. On a 2-core machine that the
-//! broker and the client share, this says which side a throughput figure was bound by.
+//! CPU used by the broker (or, for a cluster, all its nodes together) and by this process (the
+//! client, librdkafka's threads included) over a measured interval, in cores, from
+//! `/proc/<pid>/stat`. On a 2-core machine that the brokers and the client share, this says
+//! which side a throughput figure was bound by.
 
 use std::time::Duration;
 
@@ -11,7 +12,7 @@ const USER_HZ: u64 = 100;
 /// Average cores used over an interval.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct CpuUse {
-    /// The broker process.
+    /// The broker processes, summed.
     pub broker_cores: f64,
     /// This process: the benchmark client and librdkafka.
     pub client_cores: f64,
@@ -19,34 +20,39 @@ pub struct CpuUse {
 
 /// Marks the start of an interval.
 pub struct CpuMeter {
-    broker_pid: u32,
+    broker_pids: Vec<u32>,
     broker_start: Option<Duration>,
     client_start: Option<Duration>,
 }
 
 impl CpuMeter {
-    /// Starts an interval for the broker `broker_pid` and this process.
-    pub fn start(broker_pid: u32) -> CpuMeter {
+    /// Starts an interval for the broker processes `broker_pids` and this process.
+    pub fn start(broker_pids: &[u32]) -> CpuMeter {
         CpuMeter {
-            broker_pid,
-            broker_start: cpu_time(broker_pid),
+            broker_pids: broker_pids.to_vec(),
+            broker_start: total_cpu_time(broker_pids),
             client_start: cpu_time(std::process::id()),
         }
     }
 
     /// CPU used since `start` divided by `interval` (the measured part of what ran since
     /// then; set-up before it is small next to the measurement), or `None` if `/proc` could
-    /// not be read.
+    /// not be read (a broker that exited meanwhile included).
     pub fn stop(&self, interval: Duration) -> Option<CpuUse> {
         let wall = interval.as_secs_f64().max(1e-9);
-        let used = |start: Option<Duration>, pid: u32| -> Option<f64> {
-            Some((cpu_time(pid)?.checked_sub(start?)?).as_secs_f64() / wall)
+        let used = |start: Option<Duration>, now: Option<Duration>| -> Option<f64> {
+            Some((now?.checked_sub(start?)?).as_secs_f64() / wall)
         };
         Some(CpuUse {
-            broker_cores: used(self.broker_start, self.broker_pid)?,
-            client_cores: used(self.client_start, std::process::id())?,
+            broker_cores: used(self.broker_start, total_cpu_time(&self.broker_pids))?,
+            client_cores: used(self.client_start, cpu_time(std::process::id()))?,
         })
     }
+}
+
+/// User plus system CPU time of several processes, summed; `None` if any is unreadable.
+fn total_cpu_time(pids: &[u32]) -> Option<Duration> {
+    pids.iter().map(|&pid| cpu_time(pid)).sum()
 }
 
 /// User plus system CPU time of a process so far.
@@ -79,7 +85,7 @@ mod tests {
 
     #[test]
     fn measures_this_process() {
-        let meter = CpuMeter::start(std::process::id());
+        let meter = CpuMeter::start(&[std::process::id()]);
         let used = meter
             .stop(Duration::from_secs(1))
             .expect("this process's /proc/self/stat is readable");

@@ -143,18 +143,55 @@ pub async fn create_topic(
     topic: &str,
     partitions: i32,
 ) -> anyhow::Result<()> {
+    let spec = TopicSpec {
+        name: topic,
+        partitions,
+        replication_factor: 1,
+        replica_assignment: &[],
+        configs: &[],
+    };
+    create_topic_with(&bootstrap.to_string(), &spec).await
+}
+
+/// A topic to create.
+#[derive(Clone, Copy, Debug)]
+pub struct TopicSpec<'a> {
+    /// Its name.
+    pub name: &'a str,
+    /// Partition count.
+    pub partitions: i32,
+    /// Replicas per partition.
+    pub replication_factor: i32,
+    /// Replicas of each partition in order, the first preferred as leader; empty leaves the
+    /// placement to the broker.
+    pub replica_assignment: &'a [&'a [i32]],
+    /// Topic-level settings, e.g. `("min.insync.replicas", "2")`.
+    pub configs: &'a [(&'a str, &'a str)],
+}
+
+/// Creates a topic through the admin API; one that already exists is left as it is.
+/// `bootstrap` is one or more comma-separated addresses.
+pub async fn create_topic_with(bootstrap: &str, spec: &TopicSpec<'_>) -> anyhow::Result<()> {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap.to_string())
+        .set("bootstrap.servers", bootstrap)
         .create()
         .context("creating the admin client")?;
-    let new_topic = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    let replication = if spec.replica_assignment.is_empty() {
+        TopicReplication::Fixed(spec.replication_factor)
+    } else {
+        TopicReplication::Variable(spec.replica_assignment)
+    };
+    let mut new_topic = NewTopic::new(spec.name, spec.partitions, replication);
+    for &(key, value) in spec.configs {
+        new_topic = new_topic.set(key, value);
+    }
     let options = AdminOptions::new()
         .request_timeout(Some(ADMIN_TIMEOUT))
         .operation_timeout(Some(ADMIN_TIMEOUT));
     let results = admin
         .create_topics([&new_topic], &options)
         .await
-        .with_context(|| format!("CreateTopics {topic}"))?;
+        .with_context(|| format!("CreateTopics {}", spec.name))?;
     for result in results {
         match result {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
@@ -162,6 +199,46 @@ pub async fn create_topic(
         }
     }
     Ok(())
+}
+
+/// One partition's leader and in-sync replicas, as Metadata gives them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartitionState {
+    /// The partition.
+    pub partition: i32,
+    /// The leader's broker id, -1 while there is none.
+    pub leader: i32,
+    /// Broker ids of the in-sync replicas.
+    pub isr: Vec<i32>,
+}
+
+/// Asks one broker (whichever librdkafka picks) for the leader and ISR of every partition of
+/// `topic`, waiting at most `timeout`. Blocking.
+pub fn topic_state<C: ClientContext>(
+    client: &Client<C>,
+    topic: &str,
+    timeout: Duration,
+) -> anyhow::Result<Vec<PartitionState>> {
+    let metadata = client
+        .fetch_metadata(Some(topic), timeout)
+        .with_context(|| format!("Metadata for {topic}"))?;
+    let found = metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .with_context(|| format!("Metadata did not list topic {topic}"))?;
+    if let Some(error) = found.error() {
+        bail!("Metadata for {topic}: error {error:?}");
+    }
+    Ok(found
+        .partitions()
+        .iter()
+        .map(|p| PartitionState {
+            partition: p.id(),
+            leader: p.leader(),
+            isr: p.isr().to_vec(),
+        })
+        .collect())
 }
 
 /// Asks the broker for a topic's partition count, which also opens the client's connection so
@@ -193,4 +270,46 @@ fn partition_count_once<C: ClientContext>(client: &Client<C>, topic: &str) -> an
         bail!("Metadata for {topic}: no partitions");
     }
     i32::try_from(count).context("partition count fits i32")
+}
+
+/// Waits until every partition of `topic` has a leader and `replicas` in-sync replicas, so a
+/// measurement does not start while leaders are still being elected. `bootstrap` is one or
+/// more comma-separated addresses. Blocking.
+pub fn wait_partitions_led(
+    bootstrap: &str,
+    topic: &str,
+    replicas: usize,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    use rdkafka::consumer::{BaseConsumer, Consumer as _};
+    let client: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .context("creating a metadata client")?;
+    let deadline = Instant::now() + timeout;
+    loop {
+        let last = partitions_led(client.client(), topic, replicas);
+        match last {
+            Ok(true) => return Ok(()),
+            _ if Instant::now() >= deadline => {
+                bail!(
+                    "{topic}: not every partition had a leader and {replicas} in-sync replicas \
+                     within {timeout:?} (last: {last:?})"
+                )
+            }
+            _ => std::thread::sleep(METADATA_RETRY_INTERVAL),
+        }
+    }
+}
+
+fn partitions_led<C: ClientContext>(
+    client: &Client<C>,
+    topic: &str,
+    replicas: usize,
+) -> anyhow::Result<bool> {
+    let partitions = topic_state(client, topic, ADMIN_TIMEOUT)?;
+    Ok(!partitions.is_empty()
+        && partitions
+            .iter()
+            .all(|p| p.leader >= 0 && p.isr.len() == replicas))
 }

@@ -46,6 +46,22 @@ impl Machine {
     }
 }
 
+impl Machine {
+    /// The `commit` and `machine` rows of a report's settings table.
+    pub fn table_rows(&self) -> String {
+        format!(
+            "| commit | `{}` |\n\
+             | machine | {} CPUs ({}), {:.1} GiB memory, Linux {}; data on {} |\n",
+            self.commit,
+            self.cpus,
+            self.cpu_model,
+            self.memory_mib as f64 / 1024.0,
+            self.kernel,
+            self.disk
+        )
+    }
+}
+
 fn read(path: &str) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
 }

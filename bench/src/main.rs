@@ -3,12 +3,20 @@
 //! read as a share of what this machine can do at all.
 //!
 //! Each subcommand is one measurement; `suite` starts a broker and runs the whole matrix, then
-//! prints a Markdown report for `docs/benchmarks.md`. It is a tool that prints figures, not a
-//! test: nothing here passes or fails on a number, it only says whether a target was met.
+//! prints a Markdown report for `docs/benchmarks.md`; `cluster` does the same for replication
+//! (a single node against a 3-node cluster) and leader failover. It is a tool that prints
+//! figures, not a test: nothing here passes or fails on a number, it only says whether a target
+//! was met.
 
+mod broker_nodes;
 mod child_process;
+mod cluster;
+mod cluster_report;
 mod consume;
 mod cpu;
+mod failover;
+mod failover_producer;
+mod groups;
 mod kafka_client;
 mod latency;
 mod machine;
@@ -16,6 +24,7 @@ mod pacing;
 mod produce;
 mod report;
 mod rss;
+mod run_dir;
 mod sink;
 mod suite;
 mod throughput;
@@ -46,6 +55,12 @@ enum Command {
     SinkClient(sink::ClientArgs),
     /// Starts a broker, runs the whole matrix beside the sink baseline, prints Markdown.
     Suite(suite::Args),
+    /// Single node vs a 3-node cluster (replication factor 3) in one run, then leader-kill
+    /// failover trials; prints Markdown.
+    Cluster(cluster::Args),
+    /// Starts a broker; measures group rebalance time (10 members, one joins) and compaction
+    /// throughput while producing; prints Markdown.
+    Groups(groups::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -61,6 +76,8 @@ fn main() -> anyhow::Result<()> {
             Command::SinkServer(args) => sink::run_server(args).await,
             Command::SinkClient(args) => sink::run_client(args).await,
             Command::Suite(args) => suite::run(args).await,
+            Command::Cluster(args) => cluster::run(args).await,
+            Command::Groups(args) => groups::run(args).await,
         }
     })
 }

@@ -123,16 +123,7 @@ impl Report {
         let m = &self.machine;
         let _ = writeln!(out, "## Benchmark run {}\n", m.date);
         let _ = writeln!(out, "| | |\n|---|---|");
-        let _ = writeln!(out, "| commit | `{}` |", m.commit);
-        let _ = writeln!(
-            out,
-            "| machine | {} CPUs ({}), {:.1} GiB memory, Linux {}; data on {} |",
-            m.cpus,
-            m.cpu_model,
-            m.memory_mib as f64 / 1024.0,
-            m.kernel,
-            m.disk
-        );
+        out.push_str(&m.table_rows());
         let _ = writeln!(out, "| broker | {} |", self.broker);
         let _ = writeln!(out, "| client | {} |", self.client);
         let _ = writeln!(out, "| baseline | {} |", self.baseline);
@@ -329,13 +320,15 @@ fn latency_target(rate_per_s: u32, p99: Duration) -> String {
     )
 }
 
-fn cores(cpu: Option<CpuUse>) -> String {
+/// "broker / client" cores, "–" when not measured.
+pub fn cores(cpu: Option<CpuUse>) -> String {
     cpu.map_or("–".to_string(), |c| {
         format!("{:.2} / {:.2}", c.broker_cores, c.client_cores)
     })
 }
 
-fn verdict(met: bool) -> &'static str {
+/// "met", or "**missed**" in bold.
+pub fn verdict(met: bool) -> &'static str {
     if met {
         "met"
     } else {
@@ -347,11 +340,13 @@ fn secs(sink: &SinkRun) -> f64 {
     sink.throughput.elapsed.as_secs_f64().max(1e-9)
 }
 
-fn percent(share: f64) -> String {
+/// A share as a whole percentage.
+pub fn percent(share: f64) -> String {
     format!("{:.0} %", share * 100.0)
 }
 
-fn millis(duration: Duration) -> String {
+/// Milliseconds with two decimals.
+pub fn millis(duration: Duration) -> String {
     format!("{:.2}", duration.as_secs_f64() * 1e3)
 }
 
@@ -364,7 +359,7 @@ pub fn size_label(bytes: usize) -> String {
 }
 
 /// A whole number with thousands separated by commas.
-fn thousands(value: f64) -> String {
+pub fn thousands(value: f64) -> String {
     let digits = format!("{:.0}", value.max(0.0));
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, c) in digits.chars().enumerate() {

@@ -7,11 +7,11 @@
 //! about three to five minutes on a 2-core machine with the default counts.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context as _};
+use anyhow::Context as _;
 
 use crate::child_process::{free_loopback_addr, ChildProcess};
 use crate::consume::{self, ConsumeSpec};
@@ -23,6 +23,7 @@ use crate::pacing::Rate;
 use crate::produce::{self, ProduceOutcome, ProduceSpec};
 use crate::report::{size_label, LatencyRow, Report, SinkRun, ThroughputRow};
 use crate::rss::RssSampler;
+use crate::run_dir::{settle_disk, FinishedRun, RunArgs};
 use crate::sink::{self, PushSpec, SyncMode};
 use crate::throughput::Throughput;
 
@@ -45,17 +46,8 @@ const PARTITION_COUNTS: [i32; 2] = [1, 8];
 /// Command line of `ferrymq-bench suite`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// The `ferrymq` binary [default: $CARGO_TARGET_DIR/release/ferrymq, else
-    /// target/release/ferrymq].
-    #[arg(long)]
-    broker_bin: Option<PathBuf>,
-    /// Where to make the run's scratch directory (broker data, sink files, logs); it should be
-    /// on the disk being measured [default: the system temporary directory].
-    #[arg(long)]
-    work_dir: Option<PathBuf>,
-    /// A Kafka-named broker setting, passed to the broker as `--override KEY=VALUE`.
-    #[arg(long = "broker-override", value_name = "KEY=VALUE")]
-    broker_overrides: Vec<String>,
+    #[command(flatten)]
+    run: RunArgs,
     /// Messages per 100-byte producer scenario.
     #[arg(long, default_value_t = 10_000_000)]
     messages_100b: u64,
@@ -74,9 +66,6 @@ pub struct Args {
     /// Bound on each throughput measurement.
     #[arg(long, default_value_t = 60)]
     scenario_timeout_s: u64,
-    /// Keep the scratch directory even when everything went well.
-    #[arg(long)]
-    keep_work_dir: bool,
 }
 
 /// One cell of the throughput matrix.
@@ -118,18 +107,14 @@ impl Servers {
 /// Runs `ferrymq-bench suite`.
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let started = Instant::now();
-    let broker_bin = broker_bin(args.broker_bin.clone())?;
-    let parent = args.work_dir.clone().unwrap_or_else(std::env::temp_dir);
-    let work_dir = parent.join(format!("ferrymq-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&work_dir)
-        .with_context(|| format!("creating {}", work_dir.display()))?;
-    eprintln!("suite: scratch directory {}", work_dir.display());
+    let broker_bin = args.run.broker_bin()?;
+    let work_dir = args.run.create_work_dir("ferrymq-bench")?;
     let mut report = Report {
         machine: Machine::describe(&work_dir),
         broker: format!(
             "`ferrymq serve`, single node, topics with replication factor 1, fresh data directory; \
              overrides: {}",
-            if args.broker_overrides.is_empty() { "none".to_string() } else { args.broker_overrides.join(", ") }
+            args.run.overrides_label()
         ),
         client: kafka_client::settings_summary(),
         baseline: format!(
@@ -151,23 +136,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         report.problems.push(format!("{error:#}"));
     }
     report.elapsed = started.elapsed();
-    println!("{}", report.to_markdown());
-    if report.problems.is_empty() && !args.keep_work_dir {
-        std::fs::remove_dir_all(&work_dir)
-            .with_context(|| format!("removing {}", work_dir.display()))?;
-    } else {
-        eprintln!(
-            "suite: kept {} (broker.log has the broker's output)",
-            work_dir.display()
-        );
-    }
-    if !report.problems.is_empty() {
-        bail!(
-            "{} problem(s) during the run; see the report",
-            report.problems.len()
-        );
-    }
-    Ok(())
+    let finished = FinishedRun {
+        markdown: report.to_markdown(),
+        problems: report.problems.len(),
+        work_dir: &work_dir,
+        keep_work_dir: args.run.keep_work_dir,
+        logs: "broker.log has the broker's output",
+    };
+    finished.publish()
 }
 
 /// Starts the servers and runs every scenario, recording into `report`. Returns early only if
@@ -179,7 +155,7 @@ async fn run_matrix(
     work_dir: &Path,
     report: &mut Report,
 ) -> anyhow::Result<()> {
-    let mut servers = start_servers(broker_bin, work_dir, &args.broker_overrides).await?;
+    let mut servers = start_servers(broker_bin, work_dir, &args.run.broker_overrides).await?;
     let sampler = RssSampler::start(servers.broker.pid());
     let timeout = Duration::from_secs(args.scenario_timeout_s);
     for scenario in matrix(args) {
@@ -302,7 +278,7 @@ async fn throughput_row(
         scenario.partitions
     );
     sampler.take_interval_max_kib();
-    let meter = CpuMeter::start(servers.broker.pid());
+    let meter = CpuMeter::start(&[servers.broker.pid()]);
     let produce = produce_once(bootstrap, &topic, scenario, timeout).await;
     let produce_cpu = produce
         .as_ref()
@@ -333,7 +309,7 @@ async fn throughput_row(
         })
         .map_err(|e| format!("sink ({}): {e:#}", mode.name()));
     sampler.take_interval_max_kib();
-    let meter = CpuMeter::start(servers.broker.pid());
+    let meter = CpuMeter::start(&[servers.broker.pid()]);
     let consume = match &produce {
         Ok(produced) => {
             let spec = ConsumeSpec {
@@ -489,30 +465,6 @@ fn sink_chunk_bytes(produce_request_bytes_avg: Option<u64>) -> usize {
     };
     let average = usize::try_from(average).unwrap_or(SINK_CHUNK_BYTES_MAX);
     average.clamp(SINK_CHUNK_BYTES_MIN, SINK_CHUNK_BYTES_MAX) / 1024 * 1024
-}
-
-/// Writes back dirty pages left by earlier scenarios so that their writeback does not land in
-/// the middle of the next one.
-async fn settle_disk() {
-    let synced = tokio::task::spawn_blocking(|| Command::new("sync").status()).await;
-    if !matches!(synced, Ok(Ok(status)) if status.success()) {
-        eprintln!("suite: `sync` failed; earlier writes may still be flushing");
-    }
-}
-
-fn broker_bin(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
-    let path = given.unwrap_or_else(|| {
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map_or_else(|| PathBuf::from("target"), PathBuf::from);
-        target.join("release").join("ferrymq")
-    });
-    if !path.is_file() {
-        bail!(
-            "broker binary {} not found; build it or pass --broker-bin",
-            path.display()
-        );
-    }
-    Ok(path)
 }
 
 #[cfg(test)]

@@ -1,8 +1,8 @@
 """confluent-kafka (librdkafka) against the real broker.
 
-The broker has no group coordinator yet: consumers are assigned partitions at explicit offsets and
-never subscribe or commit (librdkafka still wants a `group.id` to be set), and producers turn
-idempotence off because InitProducerId is not supported.
+Consumers here are assigned partitions at explicit offsets and never subscribe or commit
+(librdkafka still wants a `group.id` to be set); consumer groups are tested in
+test_consumer_groups.py. Producers turn idempotence off because InitProducerId is not supported.
 """
 
 import pytest

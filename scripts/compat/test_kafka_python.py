@@ -1,6 +1,7 @@
 """kafka-python (pure-Python client) against the real broker.
 
-Consumers use manual assignment with no group id: the broker has no group coordinator yet.
+Consumers here use manual assignment with no group id; consumer groups are tested in
+test_consumer_groups.py.
 """
 
 import pytest

@@ -389,3 +389,74 @@ async fn the_preferred_leader_returns_by_itself_once_back_in_sync() {
     .await
     .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_behind_the_leaders_log_start_restarts_from_it() {
+    use kafka_protocol::messages::delete_records_request::{
+        DeleteRecordsPartition, DeleteRecordsTopic,
+    };
+    use kafka_protocol::messages::{DeleteRecordsRequest, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+    let mut c = Cluster::start(3, 3, &[]).unwrap();
+    let t = topic("behind");
+    create(&c, &t, 1, 2, "1").await;
+    let md = c.metadata(1).await.unwrap();
+    let p = &find_topic(&md, &t).unwrap().partitions[0];
+    let leader = p.leader_id.0 as usize;
+    let follower = p
+        .replica_nodes
+        .iter()
+        .map(|r| r.0 as usize)
+        .find(|r| *r != leader)
+        .unwrap();
+    c.node(follower).stop().unwrap();
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", c.bootstrap())
+        .set("acks", "all")
+        .set("linger.ms", "0")
+        .create()
+        .unwrap();
+    for i in 0..200 {
+        let v = format!("m{i}");
+        producer
+            .send(
+                FutureRecord::<(), _>::to(&t).partition(0).payload(&v),
+                TIMEOUT,
+            )
+            .await
+            .unwrap();
+    }
+    // Everything below 150 goes on the leader while the follower is away.
+    let mut raw = ferrymq_e2e::RawClient::connect(&c.nodes[leader - 1].addr)
+        .await
+        .unwrap();
+    let req = DeleteRecordsRequest::default()
+        .with_timeout_ms(10_000)
+        .with_topics(vec![DeleteRecordsTopic::default()
+            .with_name(TopicName(StrBytes::from_string(t.clone())))
+            .with_partitions(vec![DeleteRecordsPartition::default()
+                .with_partition_index(0)
+                .with_offset(150)])]);
+    let resp = raw.call(&req, 2).await.unwrap();
+    assert_eq!(resp.topics[0].partitions[0].low_watermark, 150, "{resp:?}");
+    c.node(follower).restart().unwrap();
+    wait_full_isr(&c, &t, 2).await;
+    let read = read_all(&c.bootstrap(), &t, 1);
+    assert_eq!(
+        read[&0].first().map(|(o, v)| (*o, v.clone())),
+        Some((150, "m150".to_string()))
+    );
+    assert!(
+        c.node(follower).log().contains("restarting from it"),
+        "the follower restarted from the leader's log start"
+    );
+    // The follower's log starts at the leader's log start and holds what follows it.
+    let dir = c.nodes[follower - 1].data_dir.join(format!("{t}-0"));
+    let segments: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".log"))
+        .collect();
+    assert_eq!(segments, vec![format!("{:020}.log", 150)], "{segments:?}");
+}

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ferrymq_cluster::{Controller, MetadataImage};
+use ferrymq_log::compaction::Throttle;
 use ferrymq_log::{AppendInfo, ValidatedBatch};
 use ferrymq_types::{LeaderEpoch, NodeId, Offset, TopicPartition};
 use tokio::sync::watch;
@@ -18,6 +19,7 @@ use crate::config::BrokerConfig;
 use crate::error::BrokerError;
 use crate::fetch::ReplicaFetchParams;
 use crate::fetch::{self, FetchParams};
+use crate::group::GroupCoordinator;
 use crate::log_writer::{Durability, LogWriter};
 use crate::partition::{AckState, ListedOffset, OffsetSpec, Partition, ReadOutcome};
 use crate::partitions::{read_startup_state, Partitions};
@@ -59,6 +61,7 @@ pub struct Broker {
     /// Partitions with an ISR change in flight to the controller.
     isr_pending: std::sync::Mutex<std::collections::HashSet<TopicPartition>>,
     writer: LogWriter,
+    groups: Arc<GroupCoordinator>,
     shutdown: watch::Sender<bool>,
     tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
     /// When a follower's fetch last reached this broker (clock ms): contact with peers.
@@ -120,6 +123,14 @@ impl Broker {
             config.writer_queue_max,
         );
         let peer_contact_ms = Arc::new(AtomicI64::new(clock.now_ms()));
+        let groups = Arc::new(GroupCoordinator::new(
+            config.node_id,
+            config.groups.clone(),
+            clock.clone(),
+            controller.clone(),
+            partitions.clone(),
+            writer.queue(),
+        ));
         Ok(Arc::new(Broker {
             peer_contact_ms,
             config,
@@ -129,6 +140,7 @@ impl Broker {
             fetchers,
             isr_pending: std::sync::Mutex::new(std::collections::HashSet::new()),
             writer,
+            groups,
             shutdown,
             tasks: std::sync::Mutex::new(Vec::new()),
         }))
@@ -137,6 +149,10 @@ impl Broker {
     /// Starts the background duties on the current tokio runtime.
     pub fn start(self: &Arc<Self>) {
         let mut tasks = self.tasks.lock().expect("tasks lock");
+        self.groups.on_metadata(&self.controller.image());
+        tasks.push(tokio::spawn(
+            self.groups.clone().run(self.shutdown.subscribe()),
+        ));
         tasks.push(tokio::spawn(follow_metadata(self.clone())));
         let b = self.clone();
         let isr_check_ms = (self.config.replica_lag_time_max_ms / 4).clamp(50, 500);
@@ -180,6 +196,19 @@ impl Broker {
                 }
             },
         ));
+        if self.config.cleaner.enable {
+            let b = self.clone();
+            tasks.push(every(
+                self.shutdown.subscribe(),
+                self.config.cleaner.backoff_ms,
+                move || {
+                    let b = b.clone();
+                    async move {
+                        let _ = tokio::task::spawn_blocking(move || b.clean_logs()).await;
+                    }
+                },
+            ));
+        }
         let b = self.clone();
         tasks.push(every(
             self.shutdown.subscribe(),
@@ -191,6 +220,34 @@ impl Broker {
         ));
     }
 
+    /// One cleaner pass: compacts, one at a time, the compacted partitions that are dirty
+    /// enough (blocking; the cleaner's I/O is paced to `log.cleaner.io.max.bytes.per.second`).
+    fn clean_logs(&self) {
+        let cfg = &self.config.cleaner;
+        let stopping = self.shutdown.subscribe();
+        let mut throttle =
+            Throttle::new(cfg.io_max_bytes_per_second).with_stop(move || *stopping.borrow());
+        for p in self.partitions.all() {
+            if *self.shutdown.borrow() {
+                return;
+            }
+            let started = std::time::Instant::now();
+            match p.compact(self.clock.now_ms(), cfg.dedupe_buffer_bytes, &mut throttle) {
+                Ok(Some(s)) => tracing::info!(
+                    partition = %p.tp(),
+                    segments = s.segments_cleaned,
+                    records_removed = s.records_removed,
+                    bytes_read = s.bytes_read,
+                    bytes_written = s.bytes_written,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "compacted"
+                ),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(partition = %p.tp(), error = %e, "compaction failed"),
+            }
+        }
+    }
+
     /// The latest metadata image.
     pub fn metadata(&self) -> Arc<MetadataImage> {
         self.controller.image()
@@ -199,6 +256,11 @@ impl Broker {
     /// The controller admin requests go to.
     pub fn controller(&self) -> &Arc<Controller> {
         &self.controller
+    }
+
+    /// The group coordinator.
+    pub fn groups(&self) -> &Arc<GroupCoordinator> {
+        &self.groups
     }
 
     /// The broker's settings.
@@ -343,6 +405,7 @@ impl Broker {
     fn apply_image(&self, image: &MetadataImage) {
         if let Some(follow) = self.partitions.apply_image(image) {
             self.fetchers.update(&follow);
+            self.groups.on_metadata(image);
         }
     }
 
@@ -376,8 +439,14 @@ impl Broker {
                     .await;
                 match result {
                     Ok(()) => {
-                        tracing::info!(partition = %tp, leader_epoch = proposal.leader_epoch.0,
-                        isr = ?proposal.new_isr.iter().map(|r| r.0).collect::<Vec<_>>(), "ISR changed")
+                        // The controller may have left fenced brokers out: log what committed.
+                        let image = b.controller.image();
+                        let isr: Vec<i32> = image
+                            .topic(&tp.topic)
+                            .and_then(|t| t.partitions.get(&tp.partition))
+                            .map(|p| p.isr.iter().map(|r| r.0).collect())
+                            .unwrap_or_default();
+                        tracing::info!(partition = %tp, leader_epoch = proposal.leader_epoch.0, ?isr, "ISR changed")
                     }
                     Err(e) => tracing::debug!(partition = %tp, error = %e, "ISR change refused"),
                 }

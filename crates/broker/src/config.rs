@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use ferrymq_cluster::TopicDefaults;
 use ferrymq_types::NodeId;
 
+use crate::group::GroupConfig;
+
 /// The broker core's settings; `crates/server` fills them from defaults, file, env and flags.
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
@@ -29,6 +31,34 @@ pub struct BrokerConfig {
     pub replica_lag_time_max_ms: u64,
     /// `replica.fetch.*` settings of the follower fetchers.
     pub fetcher: crate::replication::fetcher::FetcherConfig,
+    /// The group coordinator's settings (`offsets.*`, `group.*`).
+    pub groups: GroupConfig,
+    /// Log compaction (`log.cleaner.*`).
+    pub cleaner: CleanerConfig,
+}
+
+/// Settings of the log cleaner, as Kafka's `log.cleaner.*`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CleanerConfig {
+    /// `log.cleaner.enable`.
+    pub enable: bool,
+    /// `log.cleaner.backoff.ms`: pause between passes over the partitions.
+    pub backoff_ms: u64,
+    /// `log.cleaner.io.max.bytes.per.second`: read plus write rate of the cleaner (0: no limit).
+    pub io_max_bytes_per_second: u64,
+    /// `log.cleaner.dedupe.buffer.size`: key-map memory of one pass.
+    pub dedupe_buffer_bytes: usize,
+}
+
+impl Default for CleanerConfig {
+    fn default() -> Self {
+        CleanerConfig {
+            enable: true,
+            backoff_ms: 15_000,
+            io_max_bytes_per_second: 50 << 20,
+            dedupe_buffer_bytes: 128 << 20,
+        }
+    }
 }
 
 impl BrokerConfig {
@@ -50,6 +80,8 @@ impl BrokerConfig {
                 response_max_bytes: 10 << 20,
                 backoff_ms: 100,
             },
+            groups: GroupConfig::default(),
+            cleaner: CleanerConfig::default(),
         }
     }
 }

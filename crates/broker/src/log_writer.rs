@@ -46,6 +46,40 @@ enum Msg {
     Stop,
 }
 
+/// A cloneable handle that queues appends without waiting for them: the group coordinator
+/// queues a group's records under that group's lock, so they are appended in the order its
+/// state changed, and waits for the fsync after releasing it.
+#[derive(Debug, Clone)]
+pub struct AppendQueue {
+    tx: mpsc::Sender<Msg>,
+}
+
+/// An append queued with `AppendQueue::enqueue`, resolving when it is durability-done.
+pub type PendingAppend = oneshot::Receiver<Result<AppendInfo, BrokerError>>;
+
+impl AppendQueue {
+    /// Queues `batch` for `partition`; waits only for room in the queue.
+    pub async fn enqueue(
+        &self,
+        partition: Arc<Partition>,
+        batch: ValidatedBatch,
+        durability: Durability,
+    ) -> Result<PendingAppend, BrokerError> {
+        let (reply, rx) = oneshot::channel();
+        let job = AppendJob {
+            partition,
+            batch,
+            durability,
+            reply,
+        };
+        self.tx
+            .send(Msg::Append(job))
+            .await
+            .map_err(|_| BrokerError::ShuttingDown)?;
+        Ok(rx)
+    }
+}
+
 /// Handle to the writer thread.
 #[derive(Debug)]
 pub struct LogWriter {
@@ -114,6 +148,13 @@ impl LogWriter {
             .await
             .map_err(|_| BrokerError::ShuttingDown)?;
         Ok(async move { rx.await.map_err(|_| BrokerError::ShuttingDown)? })
+    }
+
+    /// A handle for queuing appends from elsewhere (the group coordinator).
+    pub fn queue(&self) -> AppendQueue {
+        AppendQueue {
+            tx: self.tx.clone(),
+        }
     }
 
     /// fsyncs every partition with unflushed data; resolves when done.

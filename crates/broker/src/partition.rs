@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 use ferrymq_cluster::{PartitionInfo, TopicSettings};
+use ferrymq_log::compaction::{self, CleanOptions, CleanStats, Throttle};
 use ferrymq_log::{AppendInfo, FlushJob, LogConfig, OpenOptions, PartitionLog, ValidatedBatch};
 use ferrymq_types::{LeaderEpoch, NodeId, Offset, TopicPartition};
 use tokio::sync::watch;
@@ -83,6 +84,9 @@ pub(crate) struct Inner {
     pub(crate) unflushed_messages: u64,
     /// The leader's view of its followers; `None` unless this replica leads.
     pub(crate) progress: Option<LeaderProgress>,
+    /// Compaction: offsets below this were covered by the last pass (in memory only, so a
+    /// restart makes the first pass consider everything, which costs one extra pass).
+    pub(crate) first_dirty: Offset,
 }
 
 impl Inner {
@@ -120,13 +124,19 @@ pub struct Partition {
     removed: AtomicBool,
 }
 
-/// The storage-engine settings of a topic.
+/// The storage-engine settings of a topic. A topic that is compacted but not `delete` keeps
+/// its segments whatever their age or size (only DeleteRecords moves its start).
 pub fn log_config(s: &TopicSettings) -> LogConfig {
+    let (retention_ms, retention_bytes) = if s.cleanup_delete {
+        (s.retention_ms, s.retention_bytes)
+    } else {
+        (-1, -1)
+    };
     LogConfig {
         segment_bytes: s.segment_bytes.max(14) as u32,
         segment_ms: s.segment_ms,
-        retention_ms: s.retention_ms,
-        retention_bytes: s.retention_bytes,
+        retention_ms,
+        retention_bytes,
         index_interval_bytes: s.index_interval_bytes.max(0) as u32,
     }
 }
@@ -174,6 +184,7 @@ impl Partition {
                 settings,
                 unflushed_messages: 0,
                 progress,
+                first_dirty: Offset(0),
             }),
             hw_tx,
             leo_tx,
@@ -560,6 +571,56 @@ impl Partition {
             .log
             .enforce_retention(now_ms, hw)
             .map_err(|e| self.go_offline(e))
+    }
+
+    /// One compaction pass if the topic is compacted and enough of it is dirty
+    /// (`min.cleanable.dirty.ratio`). Blocking: the rewrite runs without the lock, which is
+    /// taken only to snapshot the segments and to swap the cleaned ones in.
+    pub fn compact(
+        &self,
+        now_ms: i64,
+        key_map_bytes_max: usize,
+        throttle: &mut Throttle,
+    ) -> Result<Option<CleanStats>, BrokerError> {
+        self.check_usable()?;
+        let (snap, opts) = {
+            let inner = self.lock();
+            if !inner.settings.cleanup_compact {
+                return Ok(None);
+            }
+            let snap = inner.log.clean_snapshot(inner.hw);
+            let total = snap.bytes();
+            let dirty = snap.dirty_bytes(inner.first_dirty);
+            if total == 0
+                || (dirty as f64) < inner.settings.min_cleanable_dirty_ratio * total as f64
+                || dirty == 0
+            {
+                return Ok(None);
+            }
+            let opts = CleanOptions {
+                now_ms,
+                delete_retention_ms: inner.settings.delete_retention_ms,
+                key_map_bytes_max,
+            };
+            (snap, opts)
+        };
+        let cleaned = match compaction::clean(&snap, &opts, throttle) {
+            Ok(c) => c,
+            // A disk error takes the partition offline; a batch the cleaner cannot decode
+            // (a producer's malformed records behind a valid CRC) only stops compaction.
+            Err(e @ ferrymq_log::Error::Io { .. }) => return Err(self.go_offline(e)),
+            Err(ferrymq_log::Error::Interrupted) => return Ok(None),
+            Err(e) => return Err(BrokerError::Storage(format!("compaction skipped: {e}"))),
+        };
+        let stats = cleaned.stats;
+        let end = cleaned.end;
+        let mut inner = self.lock();
+        inner
+            .log
+            .install_cleaned(cleaned)
+            .map_err(|e| self.go_offline(e))?;
+        inner.first_dirty = inner.first_dirty.max(end);
+        Ok(Some(stats))
     }
 
     /// Offsets for the data-dir checkpoints: (recovery point, HW, log start).

@@ -121,6 +121,8 @@ pub enum IsrRefusal {
     InvalidUpdateVersion,
     /// The proposed ISR is not a subset of the replicas or leaves out the leader.
     InvalidIsr,
+    /// Once fenced brokers are left out, the proposal is the current ISR.
+    NoChange,
 }
 
 /// Validates an ISR change proposed by a partition leader (AlterPartition semantics) and
@@ -159,6 +161,10 @@ pub fn alter_isr(
         .filter(|r| **r == leader || p.isr.contains(r) || image.is_live(**r))
         .copied()
         .collect();
+    if next.isr == p.isr {
+        // Only fenced brokers were proposed to join: nothing to commit.
+        return Err(IsrRefusal::NoChange);
+    }
     next.partition_epoch += 1;
     Ok(record(topic, partition, &next))
 }
@@ -351,8 +357,8 @@ mod tests {
             .unwrap_err(),
             IsrRefusal::InvalidIsr
         );
-        // Broker 3 is fenced: it cannot join.
-        let Ok(MetadataRecord::Partition(p)) = alter_isr(
+        // Broker 3 is fenced: it cannot join, and a proposal that only adds it changes nothing.
+        let only_fenced = alter_isr(
             &img,
             id,
             PartitionId(0),
@@ -360,10 +366,21 @@ mod tests {
             LeaderEpoch(3),
             7,
             &[NodeId(1), NodeId(2), NodeId(3)],
-        ) else {
-            panic!()
+        );
+        assert_eq!(only_fenced.unwrap_err(), IsrRefusal::NoChange);
+        let shrink_and_fenced = alter_isr(
+            &img,
+            id,
+            PartitionId(0),
+            NodeId(1),
+            LeaderEpoch(3),
+            7,
+            &[NodeId(1), NodeId(3)],
+        );
+        let Ok(MetadataRecord::Partition(p)) = shrink_and_fenced else {
+            panic!("{shrink_and_fenced:?}")
         };
-        assert_eq!(p.isr, vec![NodeId(1), NodeId(2)]);
+        assert_eq!(p.isr, vec![NodeId(1)]);
     }
 
     #[test]

@@ -35,6 +35,9 @@ pub enum ControllerError {
     /// An ISR change based on an older partition state.
     #[error("invalid update version: {0}")]
     InvalidUpdateVersion(String),
+    /// An ISR change that would add only fenced (not live) brokers.
+    #[error("ineligible replica: {0}")]
+    IneligibleReplica(String),
     /// No replica could be elected (ElectLeaders).
     #[error("election not needed or not possible: {0}")]
     ElectionNotNeeded(String),

@@ -25,10 +25,16 @@ impl Liveness {
         }
     }
 
-    /// On becoming the active controller: every registered broker gets a full session from
-    /// now, since heartbeats sent to the previous controller were not seen here.
-    pub fn reset(&mut self, image: &MetadataImage, now: Instant) {
-        self.last_seen = image.brokers.keys().map(|id| (*id, now)).collect();
+    /// On becoming the active controller: heartbeats sent to the previous controller were not
+    /// seen here, so every registered broker gets `grace` from now to heartbeat here (a live
+    /// broker learns of the new controller from the metadata log within a Raft heartbeat and
+    /// heartbeats again within its interval). A grace shorter than the session fences a broker
+    /// that died with the old controller sooner.
+    pub fn reset(&mut self, image: &MetadataImage, now: Instant, grace: Duration) {
+        let credited = now
+            .checked_sub(self.session_timeout.saturating_sub(grace))
+            .unwrap_or(now);
+        self.last_seen = image.brokers.keys().map(|id| (*id, credited)).collect();
     }
 
     /// A heartbeat (or registration) from `id`.
@@ -86,7 +92,7 @@ mod tests {
         .unwrap();
         let t0 = Instant::now();
         let mut l = Liveness::new(Duration::from_millis(1000));
-        l.reset(&img, t0);
+        l.reset(&img, t0, Duration::from_millis(1000));
         assert!(l.expired(&img, t0 + Duration::from_millis(900)).is_empty());
         l.heartbeat(NodeId(1), t0 + Duration::from_millis(900));
         assert!(l.expired(&img, t0 + Duration::from_millis(1800)).is_empty());

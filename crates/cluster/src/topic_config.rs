@@ -19,6 +19,8 @@ pub enum ConfigKind {
     Bool,
     /// One of a fixed set of strings.
     Choice(&'static [&'static str]),
+    /// A number between 0 and 1.
+    Ratio,
 }
 
 /// One topic config FerryMQ understands.
@@ -40,8 +42,20 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
     TopicConfigDef {
         name: "cleanup.policy",
         broker_key: "log.cleanup.policy",
-        kind: ConfigKind::Choice(&["delete"]),
-        doc: "How old segments go: delete by retention.",
+        kind: ConfigKind::Choice(&["delete", "compact", "compact,delete", "delete,compact"]),
+        doc: "How old segments go: delete by retention, compact to the latest record per key, or both.",
+    },
+    TopicConfigDef {
+        name: "delete.retention.ms",
+        broker_key: "log.cleaner.delete.retention.ms",
+        kind: ConfigKind::Long { min: 0 },
+        doc: "How long compaction keeps a tombstone after it was written.",
+    },
+    TopicConfigDef {
+        name: "min.cleanable.dirty.ratio",
+        broker_key: "log.cleaner.min.cleanable.ratio",
+        kind: ConfigKind::Ratio,
+        doc: "Compact once this share of the closed segments is new since the last compaction.",
     },
     TopicConfigDef {
         name: "retention.ms",
@@ -148,6 +162,11 @@ pub fn validate(key: &str, value: &str) -> Result<(), ConfigError> {
             "true" | "false" => Ok(()),
             _ => Err(bad("must be true or false".into())),
         },
+        ConfigKind::Ratio => match value.trim().parse::<f64>() {
+            Ok(v) if (0.0..=1.0).contains(&v) => Ok(()),
+            Ok(_) => Err(bad("must be between 0 and 1".into())),
+            Err(e) => Err(bad(e.to_string())),
+        },
         ConfigKind::Choice(allowed) => {
             if allowed.contains(&value.trim()) {
                 Ok(())
@@ -170,8 +189,16 @@ impl TopicDefaults {
 }
 
 /// A topic's effective settings: explicit configs over broker defaults.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TopicSettings {
+    /// `cleanup.policy` contains `delete`: retention deletes old segments.
+    pub cleanup_delete: bool,
+    /// `cleanup.policy` contains `compact`: the cleaner keeps the latest record per key.
+    pub cleanup_compact: bool,
+    /// `delete.retention.ms`.
+    pub delete_retention_ms: i64,
+    /// `min.cleanable.dirty.ratio`.
+    pub min_cleanable_dirty_ratio: f64,
     /// `retention.ms`.
     pub retention_ms: i64,
     /// `retention.bytes`.
@@ -214,7 +241,20 @@ impl TopicSettings {
                 None => fallback,
             }
         }
+        let policy = raw("cleanup.policy").unwrap_or("delete");
         TopicSettings {
+            cleanup_delete: policy.split(',').any(|p| p.trim() == "delete"),
+            cleanup_compact: policy.split(',').any(|p| p.trim() == "compact"),
+            delete_retention_ms: parse(
+                "delete.retention.ms",
+                raw("delete.retention.ms"),
+                86_400_000,
+            ),
+            min_cleanable_dirty_ratio: parse(
+                "min.cleanable.dirty.ratio",
+                raw("min.cleanable.dirty.ratio"),
+                0.5,
+            ),
             retention_ms: parse("retention.ms", raw("retention.ms"), 604_800_000),
             retention_bytes: parse("retention.bytes", raw("retention.bytes"), -1),
             segment_bytes: parse("segment.bytes", raw("segment.bytes"), 1 << 30),
@@ -248,6 +288,10 @@ mod tests {
             Err(ConfigError::UnknownKey(_))
         ));
         assert!(validate("cleanup.policy", "delete").is_ok());
+        assert!(validate("cleanup.policy", "compact,delete").is_ok());
+        assert!(validate("cleanup.policy", "shred").is_err());
+        assert!(validate("min.cleanable.dirty.ratio", "0.1").is_ok());
+        assert!(validate("min.cleanable.dirty.ratio", "1.5").is_err());
     }
 
     #[test]
@@ -261,5 +305,9 @@ mod tests {
         assert_eq!(s.retention_ms, 9);
         assert_eq!(s.segment_bytes, 1024);
         assert_eq!(s.min_insync_replicas, 1);
+        assert!(s.cleanup_delete && !s.cleanup_compact);
+        explicit.insert("cleanup.policy".into(), "compact,delete".into());
+        let s = TopicSettings::resolve(&explicit, &defaults);
+        assert!(s.cleanup_delete && s.cleanup_compact);
     }
 }

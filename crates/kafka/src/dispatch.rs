@@ -61,6 +61,19 @@ pub const APIS: &[ApiSpec] = &[
     spec(ApiKey::DescribeCluster, 0, 2),
     spec(ApiKey::FindCoordinator, 0, 4),
     spec(ApiKey::ElectLeaders, 0, 2),
+    // librdkafka's probes need JoinGroup/SyncGroup/Heartbeat/LeaveGroup ∋ 0, OffsetCommit ∩
+    // [1, 2] and OffsetFetch ∋ 1 (reference anchors §6.3); v9 of OffsetCommit/OffsetFetch
+    // belongs to the KIP-848 protocol, not served.
+    spec(ApiKey::OffsetCommit, 2, 8),
+    spec(ApiKey::OffsetFetch, 1, 8),
+    spec(ApiKey::JoinGroup, 0, 9),
+    spec(ApiKey::Heartbeat, 0, 4),
+    spec(ApiKey::LeaveGroup, 0, 5),
+    spec(ApiKey::SyncGroup, 0, 5),
+    spec(ApiKey::DescribeGroups, 0, 5),
+    spec(ApiKey::ListGroups, 0, 5),
+    spec(ApiKey::DeleteGroups, 0, 2),
+    spec(ApiKey::OffsetDelete, 0, 0),
 ];
 
 // Every advertised range must be one the wire library can decode and encode.
@@ -192,6 +205,16 @@ pub async fn handle(
         ApiKey::DescribeCluster => call!(DescribeClusterRequest, api::describe_cluster::handle),
         ApiKey::FindCoordinator => call!(FindCoordinatorRequest, api::find_coordinator::handle),
         ApiKey::ElectLeaders => call!(ElectLeadersRequest, api::elect_leaders::handle),
+        ApiKey::JoinGroup => call!(JoinGroupRequest, api::groups::join_group),
+        ApiKey::SyncGroup => call!(SyncGroupRequest, api::groups::sync_group),
+        ApiKey::Heartbeat => call!(HeartbeatRequest, api::groups::heartbeat),
+        ApiKey::LeaveGroup => call!(LeaveGroupRequest, api::groups::leave_group),
+        ApiKey::ListGroups => call!(ListGroupsRequest, api::groups::list_groups),
+        ApiKey::DescribeGroups => call!(DescribeGroupsRequest, api::groups::describe_groups),
+        ApiKey::DeleteGroups => call!(DeleteGroupsRequest, api::groups::delete_groups),
+        ApiKey::OffsetCommit => call!(OffsetCommitRequest, api::offsets::offset_commit),
+        ApiKey::OffsetFetch => call!(OffsetFetchRequest, api::offsets::offset_fetch),
+        ApiKey::OffsetDelete => call!(OffsetDeleteRequest, api::offsets::offset_delete),
         other => Outcome::Close(format!("no handler for {other:?}")),
     }
 }

@@ -1,5 +1,6 @@
 //! The one place where errors of the layers below become Kafka error codes (STYLE.md §6).
 
+use ferrymq_broker::group::GroupError;
 use ferrymq_broker::BrokerError;
 use ferrymq_cluster::ControllerError;
 use ferrymq_log::BatchError;
@@ -23,6 +24,31 @@ pub fn broker(e: &BrokerError) -> ResponseError {
     }
 }
 
+/// The Kafka error for a group coordinator error. A failed write to `__consumer_offsets` is
+/// COORDINATOR_NOT_AVAILABLE, as Kafka answers most append errors of its coordinator, so that
+/// clients retry.
+pub fn group(e: &GroupError) -> ResponseError {
+    match e {
+        GroupError::InvalidGroupId => ResponseError::InvalidGroupId,
+        GroupError::NotCoordinator => ResponseError::NotCoordinator,
+        GroupError::CoordinatorNotAvailable => ResponseError::CoordinatorNotAvailable,
+        GroupError::CoordinatorLoadInProgress => ResponseError::CoordinatorLoadInProgress,
+        GroupError::UnknownMemberId { .. } => ResponseError::UnknownMemberId,
+        GroupError::IllegalGeneration { .. } => ResponseError::IllegalGeneration,
+        GroupError::RebalanceInProgress => ResponseError::RebalanceInProgress,
+        GroupError::FencedInstanceId { .. } => ResponseError::FencedInstanceId,
+        GroupError::InconsistentGroupProtocol => ResponseError::InconsistentGroupProtocol,
+        GroupError::InvalidSessionTimeout { .. } => ResponseError::InvalidSessionTimeout,
+        GroupError::MemberIdRequired { .. } => ResponseError::MemberIdRequired,
+        GroupError::GroupIdNotFound => ResponseError::GroupIdNotFound,
+        GroupError::NonEmptyGroup => ResponseError::NonEmptyGroup,
+        GroupError::OffsetMetadataTooLarge { .. } => ResponseError::OffsetMetadataTooLarge,
+        GroupError::UnknownTopicOrPartition => ResponseError::UnknownTopicOrPartition,
+        GroupError::GroupSubscribedToTopic => ResponseError::GroupSubscribedToTopic,
+        GroupError::Storage(_) => ResponseError::CoordinatorNotAvailable,
+    }
+}
+
 /// The Kafka error for a refused metadata change.
 pub fn controller(e: &ControllerError) -> ResponseError {
     match e {
@@ -37,6 +63,7 @@ pub fn controller(e: &ControllerError) -> ResponseError {
         ControllerError::FencedLeaderEpoch(_) => ResponseError::FencedLeaderEpoch,
         ControllerError::InvalidUpdateVersion(_) => ResponseError::InvalidUpdateVersion,
         ControllerError::ElectionNotNeeded(_) => ResponseError::ElectionNotNeeded,
+        ControllerError::IneligibleReplica(_) => ResponseError::IneligibleReplica,
         ControllerError::NotController => ResponseError::NotController,
         ControllerError::NoQuorum(_) => ResponseError::RequestTimedOut,
         ControllerError::Storage(_) => ResponseError::KafkaStorageError,
@@ -105,6 +132,46 @@ mod tests {
     }
 
     #[test]
+    fn group_errors_map_to_kafka_codes() {
+        let m = || "m".to_string();
+        let table: Vec<(GroupError, i16)> = vec![
+            (GroupError::InvalidGroupId, 24),
+            (GroupError::NotCoordinator, 16),
+            (GroupError::CoordinatorNotAvailable, 15),
+            (GroupError::CoordinatorLoadInProgress, 14),
+            (GroupError::UnknownMemberId { member_id: m() }, 25),
+            (
+                GroupError::IllegalGeneration {
+                    request: 1,
+                    current: 2,
+                },
+                22,
+            ),
+            (GroupError::RebalanceInProgress, 27),
+            (GroupError::FencedInstanceId { instance_id: m() }, 82),
+            (GroupError::InconsistentGroupProtocol, 23),
+            (
+                GroupError::InvalidSessionTimeout {
+                    timeout_ms: 1,
+                    min_ms: 2,
+                    max_ms: 3,
+                },
+                26,
+            ),
+            (GroupError::MemberIdRequired { member_id: m() }, 79),
+            (GroupError::GroupIdNotFound, 69),
+            (GroupError::NonEmptyGroup, 68),
+            (GroupError::OffsetMetadataTooLarge { bytes: 5, max: 4 }, 12),
+            (GroupError::UnknownTopicOrPartition, 3),
+            (GroupError::GroupSubscribedToTopic, 86),
+            (GroupError::Storage("x".into()), 15),
+        ];
+        for (e, c) in table {
+            assert_eq!(group(&e).code(), c, "{e}");
+        }
+    }
+
+    #[test]
     fn controller_and_batch_errors_map_to_kafka_codes() {
         let table: Vec<(ControllerError, i16)> = vec![
             (ControllerError::InvalidTopic("x".into()), 17),
@@ -118,6 +185,7 @@ mod tests {
             (ControllerError::FencedLeaderEpoch("x".into()), 74),
             (ControllerError::InvalidUpdateVersion("x".into()), 95),
             (ControllerError::ElectionNotNeeded("x".into()), 84),
+            (ControllerError::IneligibleReplica("x".into()), 107),
             (ControllerError::NotController, 41),
             (ControllerError::NoQuorum("x".into()), 7),
             (ControllerError::Storage("x".into()), 56),

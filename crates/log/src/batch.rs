@@ -375,18 +375,7 @@ fn next_batch_bytes(bytes: &[u8]) -> Result<usize, BatchError> {
 /// values, so storage tests need no Kafka client. Records carry no key and no headers.
 pub mod testing {
     use super::*;
-
-    fn put_varint(out: &mut Vec<u8>, v: i64) {
-        let mut z = ((v << 1) ^ (v >> 63)) as u64;
-        loop {
-            if z < 0x80 {
-                out.push(z as u8);
-                return;
-            }
-            out.push((z as u8 & 0x7f) | 0x80);
-            z >>= 7;
-        }
-    }
+    use crate::builder::{build_batch, BatchFields, RecordSpec};
 
     /// A batch of records with these values, timestamps `base_timestamp + i`.
     pub fn batch(values: &[&[u8]], base_timestamp: i64) -> Bytes {
@@ -401,39 +390,24 @@ pub mod testing {
         producer_epoch: i16,
         base_sequence: i32,
     ) -> Bytes {
-        let mut records = Vec::new();
-        for (i, v) in values.iter().enumerate() {
-            let mut body = vec![0u8]; // record attributes
-            put_varint(&mut body, i as i64); // timestamp delta
-            put_varint(&mut body, i as i64); // offset delta
-            put_varint(&mut body, -1); // key length: null
-            put_varint(&mut body, v.len() as i64);
-            body.extend_from_slice(v);
-            put_varint(&mut body, 0); // header count
-            put_varint(&mut records, body.len() as i64);
-            records.extend_from_slice(&body);
-        }
-        let n = values.len() as i32;
-        let mut b = Vec::with_capacity(HEADER_BYTES + records.len());
-        b.extend_from_slice(&0i64.to_be_bytes());
-        b.extend_from_slice(
-            &((HEADER_BYTES - LOG_OVERHEAD_BYTES + records.len()) as i32).to_be_bytes(),
-        );
-        b.extend_from_slice(&(-1i32).to_be_bytes());
-        b.push(MAGIC_V2);
-        b.extend_from_slice(&[0; 4]); // crc, filled below
-        b.extend_from_slice(&0i16.to_be_bytes());
-        b.extend_from_slice(&(n - 1).to_be_bytes());
-        b.extend_from_slice(&base_timestamp.to_be_bytes());
-        b.extend_from_slice(&(base_timestamp + n as i64 - 1).to_be_bytes());
-        b.extend_from_slice(&producer_id.to_be_bytes());
-        b.extend_from_slice(&producer_epoch.to_be_bytes());
-        b.extend_from_slice(&base_sequence.to_be_bytes());
-        b.extend_from_slice(&n.to_be_bytes());
-        b.extend_from_slice(&records);
-        let crc = crc32c::crc32c(&b[ATTRIBUTES_AT..]);
-        b[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
-        Bytes::from(b)
+        let records: Vec<RecordSpec> = values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| RecordSpec {
+                offset_delta: i as i32,
+                timestamp: base_timestamp + i as i64,
+                key: None,
+                value: Some(Bytes::copy_from_slice(v)),
+                headers: Vec::new(),
+            })
+            .collect();
+        let fields = BatchFields {
+            producer_id,
+            producer_epoch,
+            base_sequence,
+            ..BatchFields::default()
+        };
+        build_batch(fields, &records)
     }
 }
 

@@ -38,6 +38,9 @@ pub enum Error {
     /// A replicated batch does not start at the log end (follower appends keep offsets).
     #[error("batch base offset {base} is not the log end {log_end}")]
     NonContiguousAppend { base: Offset, log_end: Offset },
+    /// A long-running job (compaction) was asked to stop; nothing was changed.
+    #[error("interrupted")]
+    Interrupted,
     /// A checkpoint or metadata file could not be parsed.
     #[error("malformed file {path}: {reason}")]
     MalformedFile { path: PathBuf, reason: String },

@@ -16,6 +16,7 @@ use ferrymq_types::{LeaderEpoch, Offset};
 
 use crate::batch::{BatchHeader, ValidatedBatch};
 use crate::checkpoint;
+use crate::compaction::{CleanSnapshot, Cleaned, SegmentView, CLEANED_SUFFIX};
 use crate::config::LogConfig;
 use crate::epoch::EpochCache;
 use crate::error::{io_err, Error, Result};
@@ -665,6 +666,63 @@ impl PartitionLog {
         Ok(deleted)
     }
 
+    /// Compaction, step 1 (under the owner's lock): the closed segments wholly below `upto`
+    /// (the high watermark) and the recovery point, which a cleaner may rewrite.
+    pub fn clean_snapshot(&self, upto: Offset) -> CleanSnapshot {
+        let limit = upto.min(self.recovery_point);
+        let active = self.active().base_offset();
+        let segments = self
+            .segments
+            .values()
+            .filter(|s| s.base_offset() < active && s.next_offset() <= limit && !s.is_empty())
+            .map(|s| SegmentView {
+                base: s.base_offset(),
+                next_offset: s.next_offset(),
+                size: s.size(),
+                file: s.file(),
+                path: s.log_path().to_path_buf(),
+            })
+            .collect();
+        CleanSnapshot {
+            segments,
+            truncations: self.truncations,
+            index_interval_bytes: self.config.index_interval_bytes,
+        }
+    }
+
+    /// Compaction, step 3 (under the owner's lock): swaps each cleaned segment in for its
+    /// original, if that is unchanged since the snapshot. Per segment: old index files go,
+    /// the cleaned file (already fsynced) is renamed over the old `.log`, and the new indexes
+    /// are written; a crash anywhere leaves one valid version (see `compaction`). Returns the
+    /// number of segments swapped; the rest are discarded.
+    pub fn install_cleaned(&mut self, cleaned: Cleaned) -> Result<usize> {
+        let mut swapped = 0;
+        for c in cleaned.segments {
+            let base = c.segment.base_offset();
+            let cleaned_path = c.segment.log_path().to_path_buf();
+            let still_there = cleaned.truncations == self.truncations
+                && base != self.active().base_offset()
+                && self.segments.get(&base).is_some_and(|old| {
+                    old.next_offset() == c.old_next_offset && old.size() == c.old_size
+                });
+            if !still_there {
+                crate::segment::remove_if_present(&cleaned_path)?;
+                continue;
+            }
+            let old = self.segments.remove(&base).expect("checked above");
+            let log_path = old.log_path().to_path_buf();
+            old.delete_index_files()?;
+            fs::rename(&cleaned_path, &log_path).map_err(|e| io_err("rename", &log_path, e))?;
+            let mut seg = c.segment;
+            seg.set_log_path(log_path);
+            seg.write_indexes()?;
+            self.segments.insert(base, seg);
+            self.dir_dirty = true;
+            swapped += 1;
+        }
+        Ok(swapped)
+    }
+
     /// Clean shutdown: fsyncs every segment and the directory, then writes every segment's
     /// indexes and the epoch checkpoint, all durable on return. The caller then records the
     /// recovery point and the clean-shutdown marker.
@@ -765,7 +823,7 @@ fn list_segment_bases(dir: &Path) -> Result<Vec<Offset>> {
             if let Ok(base) = stem.parse::<i64>() {
                 bases.push(Offset(base));
             }
-        } else if name.ends_with(".tmp") {
+        } else if name.ends_with(".tmp") || name.ends_with(CLEANED_SUFFIX) {
             let _ = fs::remove_file(entry.path());
         }
     }

@@ -643,6 +643,17 @@ impl Segment {
         Ok(())
     }
 
+    /// Deletes only the index files (compaction, before its cleaned log replaces this one).
+    pub(crate) fn delete_index_files(&self) -> Result<()> {
+        remove_if_present(&self.index_path())?;
+        remove_if_present(&self.time_index_path())
+    }
+
+    /// Records that the `.log` file was renamed to `path` (the handle stays valid).
+    pub(crate) fn set_log_path(&mut self, path: PathBuf) {
+        self.log_path = path;
+    }
+
     fn index_path(&self) -> PathBuf {
         self.log_path.with_extension("index")
     }

@@ -9,8 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use ferrymq_broker::group::state::GroupLimits;
+use ferrymq_broker::group::GroupConfig;
 use ferrymq_broker::replication::fetcher::FetcherConfig;
-use ferrymq_broker::{Broker, BrokerConfig, SystemClock};
+use ferrymq_broker::{Broker, BrokerConfig, CleanerConfig, SystemClock};
 use ferrymq_cluster::topic_config::TOPIC_CONFIGS;
 use ferrymq_cluster::{meta_properties, Controller, ControllerConfig, TopicDefaults};
 use ferrymq_kafka::replica_transport::KafkaReplicaTransport;
@@ -108,6 +110,13 @@ pub fn build_config(r: &Resolved) -> Result<ServeConfig> {
                 .max(1024),
             backoff_ms: r.parse("replica.fetch.backoff.ms")?,
         },
+        groups: group_config(r)?,
+        cleaner: CleanerConfig {
+            enable: r.parse("log.cleaner.enable")?,
+            backoff_ms: r.parse::<u64>("log.cleaner.backoff.ms")?.max(1),
+            io_max_bytes_per_second: r.parse("log.cleaner.io.max.bytes.per.second")?,
+            dedupe_buffer_bytes: r.parse("log.cleaner.dedupe.buffer.size")?,
+        },
     };
     let front_end = FrontEndConfig {
         limits: Limits {
@@ -160,6 +169,32 @@ pub fn build_config(r: &Resolved) -> Result<ServeConfig> {
                 .max(1),
         ),
         controlled_shutdown: r.parse("controlled.shutdown.enable")?,
+    })
+}
+
+fn group_config(r: &Resolved) -> Result<GroupConfig> {
+    let partitions: i32 = r.parse("offsets.topic.num.partitions")?;
+    if partitions < 1 {
+        bail!("offsets.topic.num.partitions must be at least 1");
+    }
+    let limits = GroupLimits {
+        session_timeout_min_ms: r.parse("group.min.session.timeout.ms")?,
+        session_timeout_max_ms: r.parse("group.max.session.timeout.ms")?,
+        initial_rebalance_delay_ms: r.parse::<i32>("group.initial.rebalance.delay.ms")?.max(0),
+    };
+    if limits.session_timeout_min_ms > limits.session_timeout_max_ms {
+        bail!("group.min.session.timeout.ms is above group.max.session.timeout.ms");
+    }
+    Ok(GroupConfig {
+        offsets_topic_partitions: partitions,
+        offsets_topic_replication_factor: r.parse("offsets.topic.replication.factor")?,
+        offsets_topic_segment_bytes: r.parse::<i32>("offsets.topic.segment.bytes")?.max(1024),
+        offsets_retention_ms: r.parse::<i64>("offsets.retention.minutes")?.max(1) * 60_000,
+        offsets_retention_check_interval_ms: r
+            .parse::<u64>("offsets.retention.check.interval.ms")?
+            .max(1),
+        offset_metadata_max_bytes: r.parse("offset.metadata.max.bytes")?,
+        limits,
     })
 }
 

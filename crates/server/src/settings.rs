@@ -68,6 +68,21 @@ pub const SETTINGS: &[Setting] = &[
     s("log.flush.interval.ms", "1000", "fsync every partition with unflushed data this often: the most acks=0/1 data a power loss can take."),
     s("replica.high.watermark.checkpoint.interval.ms", "5000", "How often the high-watermark, recovery-point and log-start checkpoints are written."),
     s("log.writer.queue.max", "4096", "Appends queued for the log writer thread before producers wait."),
+    s("offsets.topic.num.partitions", "10", "Partitions of __consumer_offsets, fixed when it is created on first use (Kafka: 50; fewer suit a single node). A group's coordinator is the leader of partition abs(hash(group)) % this."),
+    s("offsets.topic.replication.factor", "3", "Replication factor of __consumer_offsets, capped at the live brokers when it is created."),
+    s("offsets.topic.segment.bytes", "104857600", "segment.bytes of __consumer_offsets: smaller segments let compaction clean it sooner."),
+    s("offsets.retention.minutes", "10080", "Committed offsets of a group without members expire this long after their commit or the group becoming empty, whichever is later (7 days)."),
+    s("offsets.retention.check.interval.ms", "600000", "How often expired committed offsets are looked for."),
+    s("offset.metadata.max.bytes", "4096", "Largest metadata string of a committed offset; larger commits get OFFSET_METADATA_TOO_LARGE."),
+    s("group.min.session.timeout.ms", "6000", "Smallest session timeout a member may ask for (INVALID_SESSION_TIMEOUT below)."),
+    s("group.max.session.timeout.ms", "1800000", "Largest session timeout a member may ask for (INVALID_SESSION_TIMEOUT above)."),
+    s("group.initial.rebalance.delay.ms", "3000", "How long the first rebalance of an empty group waits for more members to join, so a group starting together rebalances once."),
+    s("log.cleaner.enable", "true", "Run log compaction for topics with cleanup.policy compact (or compact,delete)."),
+    s("log.cleaner.backoff.ms", "15000", "How often the cleaner looks for partitions to compact."),
+    s("log.cleaner.io.max.bytes.per.second", "52428800", "Bytes per second the cleaner may read plus write, so compaction never starves appends and fetches of disk (50 MiB/s)."),
+    s("log.cleaner.dedupe.buffer.size", "134217728", "Memory for the key map of one compaction pass; a log with more keys is compacted in several passes."),
+    s("log.cleaner.delete.retention.ms", "86400000", "Default delete.retention.ms: how long a tombstone stays readable after it was written, so consumers see deletions (1 day)."),
+    s("log.cleaner.min.cleanable.ratio", "0.5", "Default min.cleanable.dirty.ratio: compact a partition once this share of its closed segments was written since the last compaction."),
 ];
 
 /// Looks a setting up by name.

@@ -245,7 +245,11 @@ fn apply(p: &Partition, pos: &FollowerPosition, r: ReplicaFetchResult) -> bool {
             r.log_start_offset,
         ),
         (Some(ReplicaFetchError::OffsetOutOfRange), _) => {
-            p.reset_out_of_range(pos.leader_epoch, r.log_start_offset, r.high_watermark)
+            match p.reset_out_of_range(pos.leader_epoch, r.log_start_offset, r.high_watermark) {
+                // Nothing to change on this side: the views must settle first; back off.
+                Ok(false) => return true,
+                other => other.map(|_| ()),
+            }
         }
         (Some(e), _) => {
             // The leader's view and ours differ (leadership moved, metadata behind): wait for

@@ -137,11 +137,20 @@ impl LeaderProgress {
             .collect()
     }
 
-    /// Followers outside the ISR that have caught up to `hw` and the epoch start: to be added.
-    pub fn ready_to_join(&self, isr: &[NodeId], hw: Offset) -> Vec<NodeId> {
+    /// Followers outside the ISR that have caught up to `hw` and the epoch start, and are
+    /// still fetching (within `lag_max_ms`): to be added. A follower that died after catching
+    /// up keeps its last offset, which would otherwise look caught up forever.
+    pub fn ready_to_join(
+        &self,
+        isr: &[NodeId],
+        hw: Offset,
+        now_ms: i64,
+        lag_max_ms: i64,
+    ) -> Vec<NodeId> {
         self.followers
             .iter()
             .filter(|(id, _)| !isr.contains(id))
+            .filter(|(_, p)| now_ms - p.last_fetch_ms <= lag_max_ms)
             .filter(|(_, p)| {
                 p.leo
                     .is_some_and(|leo| leo >= hw && leo >= self.epoch_start)
@@ -234,16 +243,20 @@ mod tests {
         let mut p = LeaderProgress::new(L, &[L, F2, F3], Offset(50), 0);
         p.on_fetch(F3, Offset(40), Offset(60), 1);
         assert!(
-            p.ready_to_join(&[L, F2], Offset(30)).is_empty(),
+            p.ready_to_join(&[L, F2], Offset(30), 3, 1000).is_empty(),
             "below the epoch start"
         );
         p.on_fetch(F3, Offset(55), Offset(60), 2);
         assert!(
-            p.ready_to_join(&[L, F2], Offset(58)).is_empty(),
+            p.ready_to_join(&[L, F2], Offset(58), 3, 1000).is_empty(),
             "below the hw"
         );
         p.on_fetch(F3, Offset(60), Offset(60), 3);
-        assert_eq!(p.ready_to_join(&[L, F2], Offset(58)), vec![F3]);
+        assert_eq!(p.ready_to_join(&[L, F2], Offset(58), 3, 1000), vec![F3]);
+        assert!(
+            p.ready_to_join(&[L, F2], Offset(58), 5000, 1000).is_empty(),
+            "a follower that stopped fetching does not join"
+        );
     }
 
     #[test]

@@ -232,17 +232,21 @@ impl Partition {
     }
 
     /// A follower whose fetch offset is out of the leader's range: below the leader's log
-    /// start it restarts from there (retention deleted what it lacks); above the leader's log
-    /// it cuts back to the leader's HW (only uncommitted data lies beyond it).
+    /// start it restarts from there (retention deleted what it lacks); beyond the leader's log
+    /// end it cuts back to it (only uncommitted data lies beyond). Returns whether anything
+    /// changed.
     pub fn reset_out_of_range(
         &self,
         epoch: LeaderEpoch,
         leader_log_start: Offset,
-        leader_hw: Offset,
-    ) -> Result<(), BrokerError> {
+        leader_end: Offset,
+    ) -> Result<bool, BrokerError> {
         let mut inner = self.lock();
-        if inner.leader_epoch != epoch || inner.leader == Some(self.node_id) {
-            return Ok(());
+        if inner.leader_epoch != epoch
+            || inner.leader == Some(self.node_id)
+            || leader_log_start.0 < 0
+        {
+            return Ok(false);
         }
         let leo = inner.log.log_end_offset();
         if leo < leader_log_start {
@@ -252,16 +256,18 @@ impl Partition {
                 .truncate_fully_and_start_at(leader_log_start)
                 .map_err(|e| self.fail_storage(e))?;
             inner.hw = leader_log_start;
-        } else if leo > leader_hw && leader_hw >= inner.log.log_start_offset() {
-            tracing::warn!(partition = %self.tp, from = leo.0, to = leader_hw.0, "follower log beyond the leader's; cutting uncommitted tail");
+        } else if leo > leader_end && leader_end >= inner.log.log_start_offset() {
+            tracing::warn!(partition = %self.tp, from = leo.0, to = leader_end.0, "follower log beyond the leader's; cutting uncommitted tail");
             inner
                 .log
-                .truncate_to(leader_hw)
+                .truncate_to(leader_end)
                 .map_err(|e| self.fail_storage(e))?;
             inner.hw = inner.hw.min(inner.log.log_end_offset());
+        } else {
+            return Ok(false);
         }
         self.leo_tx.send_replace(inner.log.log_end_offset());
-        Ok(())
+        Ok(true)
     }
 
     /// As leader: the ISR change due now (followers out of sync for `lag_max_ms` leave,
@@ -271,7 +277,7 @@ impl Partition {
         let inner = self.lock();
         let progress = inner.progress.as_ref()?;
         let leaving = progress.out_of_sync(&inner.isr, now, lag_max_ms);
-        let joining = progress.ready_to_join(&inner.isr, inner.hw);
+        let joining = progress.ready_to_join(&inner.isr, inner.hw, now, lag_max_ms);
         if leaving.is_empty() && joining.is_empty() {
             return None;
         }

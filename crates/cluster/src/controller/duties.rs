@@ -27,10 +27,11 @@ pub(super) async fn run(ctrl: Arc<Controller>) {
         }
         if !was_active {
             // Heartbeats went to the previous controller: give every broker a fresh session.
-            ctrl.liveness
-                .lock()
-                .expect("liveness lock")
-                .reset(&ctrl.sm.image(), Instant::now());
+            ctrl.liveness.lock().expect("liveness lock").reset(
+                &ctrl.sm.image(),
+                Instant::now(),
+                takeover_grace(&ctrl.config),
+            );
             was_active = true;
             tracing::info!(
                 node = ctrl.config.node_id.0,
@@ -53,6 +54,12 @@ pub(super) async fn run(ctrl: Arc<Controller>) {
             rebalance_leaders(&ctrl).await;
         }
     }
+}
+
+/// How long brokers get to heartbeat a new controller: two heartbeat intervals and a margin,
+/// at most a session.
+fn takeover_grace(config: &super::ControllerConfig) -> Duration {
+    (config.heartbeat_interval * 2 + Duration::from_millis(250)).min(config.session_timeout)
 }
 
 /// Moves leadership back to preferred replicas that are live and in sync.

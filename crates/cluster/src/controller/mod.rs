@@ -144,14 +144,17 @@ impl std::fmt::Debug for Controller {
 }
 
 fn raft_config(heartbeat: Duration) -> Result<Config> {
-    // Elections in well under a second on a LAN; heartbeats often enough that a healthy
-    // leader is never suspected under load.
-    let hb = (heartbeat.as_millis() as u64 / 2).clamp(20, 200);
+    // openraft 0.9 lets a follower vote only after the leader lease (election_timeout_max)
+    // and its own random timeout, so a dead controller is replaced after 1-2x the maximum.
+    // With the default 250 ms broker heartbeat: Raft heartbeats every 62 ms, elections after
+    // 375-625 ms, a new controller about 1-1.25 s after the old one dies; a healthy leader
+    // misses 6 heartbeats before anyone stands.
+    let hb = (heartbeat.as_millis() as u64 / 4).clamp(25, 200);
     Config {
         cluster_name: "ferrymq".into(),
         heartbeat_interval: hb,
-        election_timeout_min: hb * 4,
-        election_timeout_max: hb * 8,
+        election_timeout_min: hb * 6,
+        election_timeout_max: hb * 10,
         install_snapshot_timeout: 2000,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(1000),
         max_in_snapshot_log_to_keep: 100,
@@ -543,6 +546,9 @@ impl Controller {
                     IsrRefusal::InvalidIsr => {
                         ControllerError::InvalidRequest(format!("invalid ISR {new_isr:?}"))
                     }
+                    IsrRefusal::NoChange => ControllerError::IneligibleReplica(format!(
+                        "{new_isr:?} adds only fenced brokers"
+                    )),
                 })?;
                 (vec![record], false)
             }

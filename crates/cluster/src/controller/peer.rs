@@ -79,7 +79,12 @@ impl Controller {
                 .lock()
                 .expect("liveness lock")
                 .is_alive(reg.node_id, now);
-            if b.incarnation != reg.incarnation && !b.fenced && alive {
+            // This very process registering its own node id: the previous incarnation of this
+            // node is necessarily gone (a crash and restart of a single-node or voter
+            // broker), so it need not wait out that incarnation's session.
+            let this_process =
+                reg.node_id == self.config.node_id && reg.incarnation == self.incarnation;
+            if b.incarnation != reg.incarnation && !b.fenced && alive && !this_process {
                 tracing::warn!(node = reg.node_id.0, "refusing a duplicate node id");
                 return ResponseBody::DuplicateBroker {
                     reason: format!(

@@ -42,13 +42,14 @@ pub fn topic_config_entries(
 }
 
 fn config_type(kind: ConfigKind, name: &str) -> i8 {
-    // Kafka's ConfigType: BOOLEAN 1, STRING 2, INT 3, LONG 5, LIST 7.
+    // Kafka's ConfigType: BOOLEAN 1, STRING 2, INT 3, LONG 5, DOUBLE 6, LIST 7.
     match kind {
         ConfigKind::Bool => 1,
         ConfigKind::Int { .. } => 3,
         ConfigKind::Long { .. } => 5,
         ConfigKind::Choice(_) if name == "cleanup.policy" => 7,
         ConfigKind::Choice(_) => 2,
+        ConfigKind::Ratio => 6,
     }
 }
 

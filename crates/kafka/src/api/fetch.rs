@@ -101,9 +101,64 @@ pub async fn handle(
                 .with_partitions(parts.into_values().collect()),
         );
     }
-    FetchResponse::default()
-        .with_session_id(0)
-        .with_responses(responses)
+    with_leader_hints(
+        ctx,
+        FetchResponse::default()
+            .with_session_id(0)
+            .with_responses(responses),
+    )
+}
+
+/// KIP-951: partitions answered NOT_LEADER_OR_FOLLOWER or FENCED_LEADER_EPOCH carry the current
+/// leader (v12+) and its endpoint (v16+), so consumers move to it without a metadata refresh.
+fn with_leader_hints(ctx: &Arc<ServerContext>, mut resp: FetchResponse) -> FetchResponse {
+    use kafka_protocol::messages::fetch_response::{LeaderIdAndEpoch, NodeEndpoint};
+    let image = ctx.broker.metadata();
+    let moved = [
+        ResponseError::NotLeaderOrFollower.code(),
+        ResponseError::FencedLeaderEpoch.code(),
+    ];
+    let mut endpoints: Vec<NodeEndpoint> = Vec::new();
+    for t in &mut resp.responses {
+        let topic = image
+            .topic_by_id(&t.topic_id)
+            .or_else(|| image.topic(t.topic.0.as_str()))
+            .cloned();
+        let Some(topic) = topic else { continue };
+        for p in t
+            .partitions
+            .iter_mut()
+            .filter(|p| moved.contains(&p.error_code))
+        {
+            let Some(info) = topic
+                .partitions
+                .get(&ferrymq_types::PartitionId(p.partition_index))
+            else {
+                continue;
+            };
+            let Some(leader) = info
+                .leader
+                .and_then(|l| image.brokers.get(&l))
+                .filter(|b| !b.fenced)
+            else {
+                continue;
+            };
+            p.current_leader = LeaderIdAndEpoch::default()
+                .with_leader_id(kafka_protocol::messages::BrokerId(leader.id.0))
+                .with_leader_epoch(info.leader_epoch.0);
+            if !endpoints.iter().any(|e| e.node_id.0 == leader.id.0) {
+                endpoints.push(
+                    NodeEndpoint::default()
+                        .with_node_id(kafka_protocol::messages::BrokerId(leader.id.0))
+                        .with_host(super::str_bytes(leader.host.clone()))
+                        .with_port(leader.port as i32)
+                        .with_rack(leader.rack.clone().map(super::str_bytes)),
+                );
+            }
+        }
+    }
+    resp.node_endpoints = endpoints;
+    resp
 }
 
 /// A requested topic with its name resolved (topic ids from v13 on).

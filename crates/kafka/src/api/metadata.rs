@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use ferrymq_broker::group::OFFSETS_TOPIC;
 use ferrymq_cluster::{ControllerError, CreateTopic, MetadataImage, TopicInfo};
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
@@ -65,6 +66,16 @@ pub async fn handle(
                         wanted.topic_id,
                         ResponseError::UnknownTopicOrPartition,
                     ));
+                    continue;
+                }
+                if name == OFFSETS_TOPIC {
+                    // The internal topic is created with its own settings (compacted), never
+                    // as an ordinary auto-created topic.
+                    let e = match ctx.broker.groups().ensure_offsets_topic().await {
+                        Ok(()) => ResponseError::LeaderNotAvailable,
+                        Err(e) => errors::group(&e),
+                    };
+                    topics.push(error_topic(Some(&name), wanted.topic_id, e));
                     continue;
                 }
                 match auto_create(ctx, &name).await {

@@ -12,8 +12,12 @@ use ferrymq_broker::{Acks, BrokerError, Produced};
 use ferrymq_log::batch::validate_produce_records;
 use futures_util::future::join_all;
 use kafka_protocol::messages::produce_request::PartitionProduceData;
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
-use kafka_protocol::messages::{ProduceRequest, ProduceResponse, RequestHeader, TopicName};
+use kafka_protocol::messages::produce_response::{
+    LeaderIdAndEpoch, NodeEndpoint, PartitionProduceResponse, TopicProduceResponse,
+};
+use kafka_protocol::messages::{
+    BrokerId, ProduceRequest, ProduceResponse, RequestHeader, TopicName,
+};
 use kafka_protocol::ResponseError;
 
 use super::{str_bytes, tp};
@@ -113,8 +117,60 @@ pub async fn handle(
     match (acks, first_error) {
         (Some(Acks::None), None) => ProduceOutcome::Silent,
         (Some(Acks::None), Some(e)) => ProduceOutcome::Close(format!("acks=0 produce failed: {e}")),
-        _ => ProduceOutcome::Respond(ProduceResponse::default().with_responses(topics)),
+        _ => ProduceOutcome::Respond(with_leader_hints(
+            ctx,
+            ProduceResponse::default().with_responses(topics),
+        )),
     }
+}
+
+/// KIP-951: a partition answered NOT_LEADER_OR_FOLLOWER or FENCED_LEADER_EPOCH carries the
+/// current leader and its endpoint (v10+; older versions drop the tagged fields), so the client
+/// retries there at once instead of refreshing metadata first.
+fn with_leader_hints(ctx: &Arc<ServerContext>, mut resp: ProduceResponse) -> ProduceResponse {
+    let image = ctx.broker.metadata();
+    let mut endpoints = Vec::new();
+    for t in &mut resp.responses {
+        for p in &mut t.partition_responses {
+            let moved = [
+                ResponseError::NotLeaderOrFollower.code(),
+                ResponseError::FencedLeaderEpoch.code(),
+            ];
+            if !moved.contains(&p.error_code) {
+                continue;
+            }
+            let Some(info) = image
+                .topic(t.name.0.as_str())
+                .and_then(|x| x.partitions.get(&ferrymq_types::PartitionId(p.index)))
+            else {
+                continue;
+            };
+            let Some(leader) = info
+                .leader
+                .and_then(|l| image.brokers.get(&l))
+                .filter(|b| !b.fenced)
+            else {
+                continue;
+            };
+            p.current_leader = LeaderIdAndEpoch::default()
+                .with_leader_id(BrokerId(leader.id.0))
+                .with_leader_epoch(info.leader_epoch.0);
+            if !endpoints
+                .iter()
+                .any(|e: &NodeEndpoint| e.node_id.0 == leader.id.0)
+            {
+                endpoints.push(
+                    NodeEndpoint::default()
+                        .with_node_id(BrokerId(leader.id.0))
+                        .with_host(str_bytes(leader.host.clone()))
+                        .with_port(leader.port as i32)
+                        .with_rack(leader.rack.clone().map(str_bytes)),
+                );
+            }
+        }
+    }
+    resp.node_endpoints = endpoints;
+    resp
 }
 
 /// Validates and queues one partition's batch; the returned future completes its answer.
@@ -135,6 +191,13 @@ async fn submit(
         );
     };
     let tp = tp(topic, p.index);
+    if tp.topic == ferrymq_broker::group::OFFSETS_TOPIC {
+        // As Kafka: only the group coordinator writes its internal topic.
+        return refuse(
+            ResponseError::InvalidTopicException,
+            "cannot produce to an internal topic".into(),
+        );
+    }
     let Some(records) = p.records else {
         return refuse(ResponseError::InvalidRecord, "no records".into());
     };

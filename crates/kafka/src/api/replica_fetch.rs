@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use ferrymq_broker::fetch::{ReplicaFetchParams, ReplicaFetchPartitionParams};
 use ferrymq_broker::replication::replica::ReplicaRead;
+use ferrymq_broker::BrokerError;
 use ferrymq_types::{LeaderEpoch, NodeId, Offset};
 use kafka_protocol::messages::fetch_response::{
     EpochEndOffset, FetchableTopicResponse, PartitionData,
@@ -79,6 +80,14 @@ pub async fn handle(
                         )
                         .with_aborted_transactions(Some(Vec::new()))
                         .with_records(Some(bytes::Bytes::new())),
+                    // A follower out of the leader's range learns where the leader's log starts
+                    // and ends, to restart from the start or cut back to the end (Kafka's
+                    // followers ask with ListOffsets; ours get it in the answer).
+                    Err(BrokerError::OffsetOutOfRange {
+                        log_start, log_end, ..
+                    }) => error_partition(p.partition, ResponseError::OffsetOutOfRange)
+                        .with_log_start_offset(log_start.0)
+                        .with_high_watermark(log_end.0),
                     Err(e) => error_partition(p.partition, errors::broker(&e)),
                 },
             })
