@@ -77,7 +77,19 @@ pub async fn run(ctrl: Arc<Controller>) {
         } else {
             RequestBody::Register(registration(&ctrl))
         };
-        match ctrl.call_controller(node, &addr, body).await {
+        // Bounded by two heartbeat intervals, not the RPC's own session-long timeout: a call
+        // stuck on a controller that died or was cut off must give way in time to reach its
+        // successor, which fences brokers that do not heartbeat within its takeover grace.
+        let call_max = (interval * 2).min(ctrl.config().session_timeout);
+        let answer = tokio::time::timeout(call_max, ctrl.call_controller(node, &addr, body))
+            .await
+            .unwrap_or_else(|_| {
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "controller call timed out",
+                ))
+            });
+        match answer {
             Ok(ResponseBody::Registered {
                 cluster_id,
                 broker_epoch,
