@@ -2,6 +2,9 @@
 # Installs what the tests need beyond the Rust toolchain, idempotently:
 #   - Debian packages: kcat (the compat suite's command-line client) and, where `python3 -m venv`
 #     cannot work without it, python3-venv. Skipped with a message when not root or without apt.
+#   - for the chaos harness (tests/src/chaos): iproute2 (ip, tc: namespaces, veths, netem) and
+#     nftables (partitions); without them it runs on loopback and skips the network faults.
+#     `--chaos-only` installs just these.
 #   - a Python venv at ${FERRYMQ_VENV:-$HOME/.cache/ferrymq-venv} holding
 #     scripts/compat/requirements.txt. A stamp file in the venv records the hash of that file (and
 #     the interpreter's version), so a re-run with nothing changed returns in well under a second.
@@ -81,7 +84,23 @@ install_requirements() {
     venv_stamp >"$stamp"
 }
 
+install_chaos_tools() {
+    local missing=()
+    command -v ip >/dev/null || missing+=(iproute2)
+    command -v tc >/dev/null || [[ " ${missing[*]} " == *" iproute2 "* ]] || missing+=(iproute2)
+    command -v nft >/dev/null || missing+=(nftables)
+    if [[ ${#missing[@]} -eq 0 ]]; then
+        return
+    fi
+    say "installing ${missing[*]} for the chaos harness"
+    apt_install "${missing[@]}" || say "${missing[*]} not installed: chaos tests run on loopback without network faults"
+}
+
 main() {
+    install_chaos_tools
+    if [[ "${1:-}" == --chaos-only ]]; then
+        return
+    fi
     install_kcat
     mkdir -p "$(dirname "$venv")"
     # Two test runs sharing a venv must not install into it at the same time.

@@ -2,6 +2,7 @@
 //! with its own temporary data dir, killed on drop, and a raw Kafka-protocol client for
 //! sending exactly the bytes a test wants (bad input included).
 
+pub mod chaos;
 pub mod cluster;
 pub mod workload;
 
@@ -54,16 +55,16 @@ pub struct BrokerProcess {
     /// `127.0.0.1:port` of the admin HTTP listener (metrics, health, /v1), as this start of
     /// the broker logged it (it is given port 0 and picks a free one).
     pub admin_addr: String,
-    /// Length of the log when the current process started.
-    log_offset: usize,
     /// The data directory (kept across restarts).
     pub data_dir: PathBuf,
     log_path: PathBuf,
     extra: Vec<String>,
     /// Command-line arguments before the overrides (node id, controller settings).
     args: Vec<String>,
-    /// "ready" lines in the log before the current start.
-    ready_lines: usize,
+    /// Length of the log file at the current start: readiness is looked for after it.
+    log_len_at_launch: u64,
+    /// Network namespace the process runs in (`ip netns exec`), if any.
+    netns: Option<String>,
     _tmp: Option<tempfile::TempDir>,
 }
 
@@ -82,13 +83,37 @@ impl BrokerProcess {
             child: None,
             addr: format!("127.0.0.1:{}", free_port()),
             admin_addr: String::new(),
-            log_offset: 0,
             data_dir: tmp.path().join("data"),
             log_path: tmp.path().join("broker.log"),
             extra: overrides.iter().map(|s| s.to_string()).collect(),
             args,
-            ready_lines: 0,
+            log_len_at_launch: 0,
+            netns: None,
             _tmp: Some(tmp),
+        })
+    }
+
+    /// A broker ready to start at `addr`, keeping its data dir and log under `dir` (which the
+    /// caller owns and removes), inside network namespace `netns` when given.
+    pub fn prepare_in(
+        dir: &Path,
+        addr: String,
+        netns: Option<String>,
+        overrides: &[String],
+        args: Vec<String>,
+    ) -> Result<BrokerProcess> {
+        std::fs::create_dir_all(dir)?;
+        Ok(BrokerProcess {
+            child: None,
+            addr,
+            admin_addr: String::new(),
+            data_dir: dir.join("data"),
+            log_path: dir.join("broker.log"),
+            extra: overrides.to_vec(),
+            args,
+            log_len_at_launch: 0,
+            netns,
+            _tmp: None,
         })
     }
 
@@ -103,7 +128,15 @@ impl BrokerProcess {
             .create(true)
             .append(true)
             .open(&self.log_path)?;
-        let mut cmd = Command::new(ferrymq_bin());
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                // `ip netns exec` execs the broker in place: the child's pid is the broker's.
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(ferrymq_bin());
+                c
+            }
+            None => Command::new(ferrymq_bin()),
+        };
         cmd.arg("serve")
             .arg("--listen")
             .arg(&self.addr)
@@ -121,9 +154,7 @@ impl BrokerProcess {
         for o in &self.extra {
             cmd.arg("--override").arg(o);
         }
-        let log = self.log();
-        self.ready_lines = log.matches("FerryMQ broker ready").count();
-        self.log_offset = log.len();
+        self.log_len_at_launch = std::fs::metadata(&self.log_path).map_or(0, |m| m.len());
         self.admin_addr.clear();
         self.child = Some(cmd.spawn().context("spawning ferrymq")?);
         Ok(())
@@ -143,7 +174,7 @@ impl BrokerProcess {
         let deadline = Instant::now() + timeout;
         loop {
             // Serving starts once the node is registered with the controller and caught up.
-            if self.log().matches("FerryMQ broker ready").count() > self.ready_lines {
+            if self.log_since_launch().contains("FerryMQ broker ready") {
                 self.admin_addr = self.logged_admin_addr().unwrap_or_default();
                 return Ok(());
             }
@@ -168,9 +199,8 @@ impl BrokerProcess {
     /// The admin address this start of the broker logged (`admin API listening
     /// admin_listen=...`, text or JSON logs), if it has yet.
     fn logged_admin_addr(&self) -> Option<String> {
-        let log = self.log();
-        let line = log
-            .get(self.log_offset..)?
+        let line = self
+            .log_since_launch()
             .lines()
             .find(|l| l.contains("admin API listening"))?
             .to_string();
@@ -188,6 +218,23 @@ impl BrokerProcess {
     /// The broker's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// What the broker logged since its current (or last) start.
+    pub fn log_since_launch(&self) -> String {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut out = Vec::new();
+        if let Ok(mut f) = std::fs::File::open(&self.log_path) {
+            if f.seek(SeekFrom::Start(self.log_len_at_launch)).is_ok() {
+                let _ = f.read_to_end(&mut out);
+            }
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    /// Path of the broker's log file.
+    pub fn log_path(&self) -> &Path {
+        &self.log_path
     }
 
     /// The child's pid.

@@ -3,6 +3,7 @@
 //! (applying metadata, retention, checkpoints, periodic flush) and stops cleanly.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -71,6 +72,20 @@ pub struct Broker {
     groups: Arc<GroupCoordinator>,
     shutdown: watch::Sender<bool>,
     tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
+    /// When a follower's fetch last reached this broker (clock ms): contact with peers.
+    peer_contact_ms: Arc<AtomicI64>,
+}
+
+/// True when this broker is cut off: no heartbeat answer from the controller for a session
+/// (`session_lost`) and no follower fetch for as long. The controller has then fenced it and
+/// moved its leaderships, so it must stop acting as a leader. A lost session alone is not
+/// enough: while the controller quorum elects a new leader every broker goes unanswered, and
+/// those in touch with their followers keep serving.
+/// How often a waiting acks=all produce rechecks `cut_off` once the session is lost.
+const CUT_OFF_RECHECK: Duration = Duration::from_millis(100);
+
+fn cut_off(session_lost: bool, peer_contact_ms: &AtomicI64, now_ms: i64, session_ms: i64) -> bool {
+    session_lost && now_ms - peer_contact_ms.load(Ordering::Acquire) > session_ms
 }
 
 impl Broker {
@@ -115,6 +130,7 @@ impl Broker {
             config.flush_interval_messages,
             config.writer_queue_max,
         );
+        let peer_contact_ms = Arc::new(AtomicI64::new(clock.now_ms()));
         let groups = Arc::new(GroupCoordinator::new(
             config.node_id,
             config.groups.clone(),
@@ -124,6 +140,7 @@ impl Broker {
             writer.queue(),
         ));
         Ok(Arc::new(Broker {
+            peer_contact_ms,
             config,
             clock,
             controller,
@@ -355,6 +372,12 @@ impl Broker {
         timeout: Duration,
     ) -> Result<impl std::future::Future<Output = Result<Produced, BrokerError>>, BrokerError> {
         let partition = self.partition(tp)?;
+        let mut session = self.controller.broker_state();
+        if self.is_cut_off() {
+            // The controller has fenced this broker and moved its leaderships: whatever the
+            // local image says, the client must find the new leader.
+            return Err(BrokerError::NotLeaderOrFollower);
+        }
         partition.check_produce(batch.len(), acks == Acks::All)?;
         let durability = if acks == Acks::All || self.config.flush_interval_messages <= 1 {
             Durability::Fsync
@@ -364,6 +387,8 @@ impl Broker {
         let mut hw = partition.subscribe_hw();
         let (bytes, messages) = (batch.len(), batch.header().record_count.max(0) as u64);
         let epoch = partition.leader_epoch();
+        let (contact, clock) = (self.peer_contact_ms.clone(), self.clock.clone());
+        let session_ms = self.controller.config().session_timeout.as_millis() as i64;
         let appended = self
             .writer
             .submit(partition.clone(), batch, durability)
@@ -387,8 +412,23 @@ impl Broker {
                             AckState::Failed(e) => return Err(e),
                             AckState::Wait => {}
                         }
-                        if hw.changed().await.is_err() {
-                            return Err(BrokerError::NotLeaderOrFollower);
+                        // Cut off for a session: the batch may never commit here; answering
+                        // now lets the client retry on the new leader instead of waiting out
+                        // its request timeout.
+                        let cut = async {
+                            loop {
+                                let lost = session.wait_for(|s| s.session_lost).await.is_err();
+                                if cut_off(true, &contact, clock.now_ms(), session_ms) || lost {
+                                    return;
+                                }
+                                tokio::time::sleep(CUT_OFF_RECHECK).await;
+                            }
+                        };
+                        tokio::select! {
+                            changed = hw.changed() => if changed.is_err() {
+                                return Err(BrokerError::NotLeaderOrFollower);
+                            },
+                            () = cut => return Err(BrokerError::NotLeaderOrFollower),
                         }
                     }
                 };
@@ -412,12 +452,25 @@ impl Broker {
         replica: NodeId,
         params: &ReplicaFetchParams,
     ) -> Vec<Result<ReplicaRead, BrokerError>> {
+        self.peer_contact_ms
+            .store(self.clock.now_ms(), Ordering::Release);
         let hosted: Vec<_> = params
             .partitions
             .iter()
             .map(|p| self.partition(&p.tp))
             .collect();
-        fetch::replica_fetch(&hosted, replica, params).await
+        let read = fetch::replica_fetch(&hosted, replica, params).await;
+        self.peer_contact_ms
+            .store(self.clock.now_ms(), Ordering::Release);
+        read
+    }
+
+    /// True when this broker must not act as a leader although its image may say it leads:
+    /// cut off from the controller and from every follower for a whole session (`cut_off`).
+    pub fn is_cut_off(&self) -> bool {
+        let lost = self.controller.broker_state().borrow().session_lost;
+        let session_ms = self.controller.config().session_timeout.as_millis() as i64;
+        cut_off(lost, &self.peer_contact_ms, self.clock.now_ms(), session_ms)
     }
 
     /// Applies a metadata image: hosted partitions and what the fetchers follow.
@@ -603,4 +656,21 @@ where
 
 fn sync_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_broker_is_cut_off_only_without_controller_and_followers_for_a_session() {
+        let contact = AtomicI64::new(10_000);
+        // The controller answers: never cut off, however quiet the followers.
+        assert!(!cut_off(false, &contact, 60_000, 1_000));
+        // No controller answer (an election, or this broker isolated), followers still fetch:
+        // keep leading, the data path works without the controller.
+        assert!(!cut_off(true, &contact, 10_900, 1_000));
+        // Neither for longer than a session: the controller has fenced this broker by now.
+        assert!(cut_off(true, &contact, 11_001, 1_000));
+    }
 }

@@ -4,6 +4,10 @@
 //! and fences it if the heartbeats stop. A duplicate node id is retried until the other
 //! incarnation's session expires (a quick restart after a crash); a refusal (another cluster) is
 //! final: the node reports it and stops.
+//!
+//! A broker that goes a whole session without a heartbeat answer (cut off from the controller,
+//! or paused) knows the controller has fenced it and given its leaderships to others: it says
+//! so in `session_lost`, and the broker stops acting as a leader until an answer comes again.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,6 +34,10 @@ pub struct BrokerState {
     pub want_shutdown: bool,
     /// The controller moved every leadership away: the broker may stop now.
     pub may_shut_down: bool,
+    /// No heartbeat answer for longer than the session timeout since the last one: the
+    /// controller has fenced this broker, so its leaderships are gone even if its metadata
+    /// image does not say so yet.
+    pub session_lost: bool,
 }
 
 /// Registers, then heartbeats, until the node stops or is refused.
@@ -39,9 +47,18 @@ pub async fn run(ctrl: Arc<Controller>) {
     let mut hint: Option<String> = None;
     let mut voter_turn = 0usize;
     let mut duplicate_logged = false;
+    // When the last heartbeat answer came (`None` before the first).
+    let mut last_answer: Option<tokio::time::Instant> = None;
     loop {
         if ctrl.stopping() {
             return;
+        }
+        let lost = last_answer.is_some_and(|t| t.elapsed() > ctrl.config().session_timeout);
+        if lost != ctrl.broker_state().borrow().session_lost {
+            if lost {
+                tracing::warn!("no heartbeat answer within the session timeout: this broker is fenced by now and stops leading");
+            }
+            ctrl.set_broker_state(|s| s.session_lost = lost);
         }
         // The active controller as Raft knows it, else a hint from a NotLeader answer, else
         // the voters in turn.
@@ -60,7 +77,19 @@ pub async fn run(ctrl: Arc<Controller>) {
         } else {
             RequestBody::Register(registration(&ctrl))
         };
-        match ctrl.call_controller(node, &addr, body).await {
+        // Bounded by two heartbeat intervals, not the RPC's own session-long timeout: a call
+        // stuck on a controller that died or was cut off must give way in time to reach its
+        // successor, which fences brokers that do not heartbeat within its takeover grace.
+        let call_max = (interval * 2).min(ctrl.config().session_timeout);
+        let answer = tokio::time::timeout(call_max, ctrl.call_controller(node, &addr, body))
+            .await
+            .unwrap_or_else(|_| {
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "controller call timed out",
+                ))
+            });
+        match answer {
             Ok(ResponseBody::Registered {
                 cluster_id,
                 broker_epoch,
@@ -86,9 +115,11 @@ pub async fn run(ctrl: Arc<Controller>) {
                 fenced,
                 should_shutdown,
             }) => {
+                last_answer = Some(tokio::time::Instant::now());
                 ctrl.set_broker_state(|s| {
                     s.fenced = fenced;
                     s.may_shut_down |= should_shutdown;
+                    s.session_lost = false;
                 });
                 if should_shutdown {
                     return;

@@ -1623,9 +1623,9 @@ mod tests {
         let mut log = four_segments(dir.path());
         log.close().unwrap();
         drop(log);
-        // A damaged byte in the active segment: a scan would cut the log there, a trusted open
-        // does not read that far.
-        flip_byte(&seg_path(dir.path(), 81, "log"), THREE_BYTES - 5);
+        // Trusted: the indexes are loaded, not rebuilt, and nothing is cut or fsynced (every
+        // batch's CRC is still checked: `corrupted_byte_in_closed_segment_below_recovery_point_
+        // is_cut_at_open`).
         let (mut log, report) = open(dir.path(), true, Offset(0));
         assert_eq!(report.segments_scanned, 0);
         assert_eq!(report.indexes_rebuilt, 0);
@@ -1651,10 +1651,14 @@ mod tests {
                 .base_offset,
             Offset(90)
         );
-        assert!(matches!(
-            log.read_batch(Offset(81)),
-            Err(Error::CorruptBatch { .. })
-        ));
+        assert_eq!(
+            log.read_batch(Offset(81))
+                .unwrap()
+                .unwrap()
+                .header()
+                .base_offset,
+            Offset(81)
+        );
     }
 
     #[test]
@@ -1794,39 +1798,57 @@ mod tests {
     }
 
     #[test]
-    fn corrupted_byte_in_closed_segment_below_recovery_point_is_caught_on_read() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut log = four_segments(dir.path());
-        let job = log.flush_job();
-        job.run().unwrap();
-        log.mark_flushed(job.upto);
-        assert_eq!(log.recovery_point(), Offset(90));
-        drop(log); // a crash: no clean shutdown
-                   // A bit rots in batch 12..15 of the first segment, inside its CRC-covered records.
-        flip_byte(&seg_path(dir.path(), 0, "log"), 4 * THREE_BYTES + 80);
-        let (log, report) = open(dir.path(), false, Offset(90));
-        assert_eq!(
-            report.truncated_bytes, 0,
-            "segments below the recovery point are not scanned"
-        );
-        assert_eq!(log.log_end_offset(), Offset(90));
-        let err = log.read_batch(Offset(13)).unwrap_err();
-        match err {
-            Error::CorruptBatch {
-                position, source, ..
-            } => {
-                assert_eq!(position, 4 * THREE_BYTES);
-                assert!(matches!(source, crate::batch::BatchError::BadCrc { .. }));
+    fn corrupted_byte_in_closed_segment_below_recovery_point_is_cut_at_open() {
+        // A bit rots in batch 12..15 of the first segment, inside its CRC-covered records,
+        // while the broker is down; the segment lies below the recovery point, so only the
+        // read-back check of trusted segments finds it. Found, the log is cut at that batch
+        // (later segments go too) and a follower refetches the rest from its leader.
+        for clean in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let mut log = four_segments(dir.path());
+            let job = log.flush_job();
+            job.run().unwrap();
+            log.mark_flushed(job.upto);
+            if clean {
+                log.close().unwrap();
             }
-            other => panic!("expected a corrupt batch, got {other}"),
+            drop(log);
+            flip_byte(&seg_path(dir.path(), 0, "log"), 4 * THREE_BYTES + 80);
+            let (log, report) = open(dir.path(), clean, Offset(90));
+            assert_eq!(log.log_end_offset(), Offset(12), "clean={clean}");
+            assert_eq!(report.truncated_bytes, 5 * THREE_BYTES, "clean={clean}");
+            assert_eq!(report.segments_dropped, 3, "clean={clean}");
+            assert_eq!(log_files(dir.path()), ["00000000000000000000.log"]);
+            assert_eq!(
+                bases(&read_all(&log, Offset(0), Offset(12))),
+                [0, 3, 6, 9],
+                "clean={clean}"
+            );
         }
+    }
+
+    #[test]
+    fn corrupted_byte_found_by_a_read_is_never_served() {
+        // Rot after open: the fetch path checks every whole batch it hands out.
+        let dir = tempfile::tempdir().unwrap();
+        let log = four_segments(dir.path());
+        flip_byte(&seg_path(dir.path(), 0, "log"), 4 * THREE_BYTES + 80);
+        let slice = log
+            .read(Offset(9), 1 << 20, Offset(90), true)
+            .unwrap()
+            .slice
+            .unwrap();
+        let err = slice.read().unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidData, "{err}");
+        assert!(
+            err.to_string()
+                .contains("corrupt batch at file position 448"),
+            "{err}"
+        );
+        // Batches before the damaged one are still served, and so are those after it.
         assert_eq!(
-            log.read_batch(Offset(9))
-                .unwrap()
-                .unwrap()
-                .header()
-                .base_offset,
-            Offset(9)
+            whole_batches(read_slice(&log, Offset(9), 1 << 20, Offset(12), true).unwrap()).len(),
+            1
         );
         assert_eq!(
             log.read_batch(Offset(15))
@@ -1836,6 +1858,10 @@ mod tests {
                 .base_offset,
             Offset(15)
         );
+        assert!(matches!(
+            log.read_batch(Offset(13)).unwrap_err(),
+            Error::CorruptBatch { position: 448, .. }
+        ));
     }
 
     #[test]

@@ -49,12 +49,51 @@ pub struct FileSlice {
 }
 
 impl FileSlice {
-    /// Reads the range into memory: the one copy from the page cache on the fetch path.
+    /// Reads the range into memory: the one copy from the page cache on the fetch path. Every
+    /// whole batch in it has its header and CRC checked again (the read-back half of the paired
+    /// checks), so bytes that rotted on disk are never served to a consumer or a follower: they
+    /// come back as an `InvalidData` error instead. A partial batch at the end (a fetch's byte
+    /// limit) is returned unchecked; the reader asks for it again whole.
     pub fn read(&self) -> std::io::Result<Bytes> {
+        let buf = self.read_unchecked()?;
+        if let Some((at, e)) = first_invalid_whole_batch(&buf) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "corrupt batch at file position {}: {e}",
+                    self.position + at as u64
+                ),
+            ));
+        }
+        Ok(buf)
+    }
+
+    /// Reads the range as it is on disk, for callers that validate it themselves.
+    fn read_unchecked(&self) -> std::io::Result<Bytes> {
         let mut buf = BytesMut::zeroed(self.len);
         self.file.read_exact_at(&mut buf, self.position)?;
         Ok(buf.freeze())
     }
+}
+
+/// The position and fault of the first whole batch of `bytes` whose header or CRC is invalid.
+fn first_invalid_whole_batch(bytes: &[u8]) -> Option<(usize, BatchError)> {
+    let mut at = 0;
+    while bytes.len() - at >= HEADER_BYTES {
+        let rest = &bytes[at..];
+        let h = match BatchHeader::parse(rest).and_then(|h| h.check_offsets().map(|()| h)) {
+            Ok(h) => h,
+            Err(e) => return Some((at, e)),
+        };
+        if h.total_bytes() > rest.len() {
+            return None;
+        }
+        if let Err(e) = check_integrity(&h, &rest[..h.total_bytes()]) {
+            return Some((at, e));
+        }
+        at += h.total_bytes();
+    }
+    None
 }
 
 /// What a recovery scan found.
@@ -162,9 +201,18 @@ impl Segment {
         };
         if trust_files {
             if seg.load_indexes(on_batch)? {
-                return Ok((seg, ScanOutcome::default()));
+                // Trusted indexes say where batches are, not that their bytes are intact: a bit
+                // that rotted in a closed segment would otherwise be found only when a reader
+                // reaches it. Found now, the scan below cuts the log there and a follower
+                // fetches the rest again from its leader.
+                match seg.first_invalid_batch()? {
+                    None => return Ok((seg, ScanOutcome::default())),
+                    Some((position, reason)) => tracing::error!(segment = %seg.log_path.display(),
+                        position, reason, "corrupt batch in a segment trusted at open; rescanning it"),
+                }
+            } else {
+                tracing::info!(segment = %seg.log_path.display(), "index missing or implausible; rebuilding");
             }
-            tracing::info!(segment = %seg.log_path.display(), "index missing or implausible; rebuilding");
         }
         let mut outcome = seg.scan_and_rebuild(on_batch)?;
         outcome.indexes_rebuilt = trust_files;
@@ -242,6 +290,24 @@ impl Segment {
 
     /// Scans every batch from the start, validating framing, magic, CRC and offset order;
     /// rebuilds both indexes; truncates the file at the first invalid batch.
+    /// Reads every batch of the file and checks its header and CRC; the position and reason of
+    /// the first invalid one. Changes nothing.
+    fn first_invalid_batch(&self) -> Result<Option<(u32, String)>> {
+        let mut reader = std::io::BufReader::with_capacity(1 << 20, &*self.file);
+        reader
+            .seek(SeekFrom::Start(0))
+            .map_err(|e| io_err("seek", &self.log_path, e))?;
+        let mut pos: u32 = 0;
+        let mut buf = Vec::new();
+        while pos < self.size {
+            match read_batch(&mut reader, &mut buf, self.size - pos) {
+                Ok(h) => pos += h.total_bytes() as u32,
+                Err(e) => return Ok(Some((pos, e.to_string()))),
+            }
+        }
+        Ok(None)
+    }
+
     fn scan_and_rebuild(&mut self, on_batch: &mut dyn FnMut(&BatchHeader)) -> Result<ScanOutcome> {
         self.index = OffsetIndex::default();
         self.time_index = TimeIndex::default();
@@ -519,7 +585,7 @@ impl Segment {
             len: loc.header.total_bytes(),
         };
         let bytes = slice
-            .read()
+            .read_unchecked()
             .map_err(|e| io_err("read", &self.log_path, e))?;
         ValidatedBatch::from_stored(bytes).map_err(|source| Error::CorruptBatch {
             path: self.log_path.clone(),

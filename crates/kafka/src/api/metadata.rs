@@ -27,12 +27,19 @@ pub async fn handle(
     let allow_auto_create =
         (version < 4 || req.allow_auto_topic_creation) && ctx.config.auto_create_topics;
     let mut image = ctx.broker.metadata();
+    // A broker cut off from the controller and its followers has been fenced: it names no
+    // leader for the partitions it led, so clients ask again (elsewhere) instead of coming
+    // back to it.
+    let lost = ctx
+        .broker
+        .is_cut_off()
+        .then_some(ctx.broker.config().node_id);
     let mut topics = Vec::new();
     match &req.topics {
         // `None` (and an empty list before v1) means every topic.
-        None => topics.extend(image.topics.values().map(|t| topic_entry(t, &image))),
+        None => topics.extend(image.topics.values().map(|t| topic_entry(t, &image, lost))),
         Some(list) if list.is_empty() && version == 0 => {
-            topics.extend(image.topics.values().map(|t| topic_entry(t, &image)))
+            topics.extend(image.topics.values().map(|t| topic_entry(t, &image, lost)))
         }
         Some(list) => {
             for wanted in list {
@@ -42,7 +49,7 @@ pub async fn handle(
                     None => image.topic_by_id(&wanted.topic_id).cloned(),
                 };
                 if let Some(t) = found {
-                    topics.push(topic_entry(&t, &image));
+                    topics.push(topic_entry(&t, &image, lost));
                     continue;
                 }
                 let Some(name) = by_name else {
@@ -75,7 +82,7 @@ pub async fn handle(
                     Ok(()) => {
                         image = ctx.broker.metadata();
                         match image.topic(&name) {
-                            Some(t) => topics.push(topic_entry(t, &image)),
+                            Some(t) => topics.push(topic_entry(t, &image, lost)),
                             None => topics.push(error_topic(
                                 Some(&name),
                                 wanted.topic_id,
@@ -166,12 +173,16 @@ fn error_topic(name: Option<&str>, id: uuid::Uuid, e: ResponseError) -> Metadata
         .with_topic_id(id)
 }
 
-fn topic_entry(t: &TopicInfo, image: &MetadataImage) -> MetadataResponseTopic {
+fn topic_entry(
+    t: &TopicInfo,
+    image: &MetadataImage,
+    lost: Option<ferrymq_types::NodeId>,
+) -> MetadataResponseTopic {
     let partitions = t
         .partitions
         .iter()
         .map(|(pid, p)| {
-            let leader = p.leader.filter(|l| image.is_live(*l));
+            let leader = p.leader.filter(|l| image.is_live(*l) && Some(*l) != lost);
             let offline: Vec<BrokerId> = p
                 .replicas
                 .iter()
