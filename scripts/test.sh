@@ -22,8 +22,8 @@ scripts/compat/run.sh
 py_status=$?
 set -e
 
-passed=$(grep -Eo '[0-9]+ passed' "${TMPDIR:-/tmp}/ferrymq-cargo-test.log" | awk '{s+=$1} END {print s+0}')
-failed=$(grep -Eo '[0-9]+ failed' "${TMPDIR:-/tmp}/ferrymq-cargo-test.log" | awk '{s+=$1} END {print s+0}')
+passed=$(grep -aEo '[0-9]+ passed' "${TMPDIR:-/tmp}/ferrymq-cargo-test.log" | awk '{s+=$1} END {print s+0}')
+failed=$(grep -aEo '[0-9]+ failed' "${TMPDIR:-/tmp}/ferrymq-cargo-test.log" | awk '{s+=$1} END {print s+0}')
 echo "rust: $passed passed, $failed failed (exit $rust_status); python: exit $py_status"
 if [ "$rust_status" -ne 0 ] || [ "$py_status" -ne 0 ]; then
   exit 1

@@ -134,7 +134,12 @@ def test_each_codec_round_trips_and_is_stored_as_produced(broker, codec):
     # unless the broker's ApiVersions lists FindCoordinator: its LZ4 feature check keys on that.
     stored = raw_requests.fetch_batches(broker.bootstrap, topic)
     assert stored, "raw fetch returned no batches"
-    assert {b.compression_type for b in stored} == {raw_requests.CODEC_IDS[codec]}
+    # librdkafka sends a batch uncompressed when compressing does not shrink it (a small first
+    # batch under load), so the largest batch is the one that must carry the codec.
+    codec_id = raw_requests.CODEC_IDS[codec]
+    assert {b.compression_type for b in stored} <= {0, codec_id}
+    largest = max(stored, key=lambda b: b.records_count)
+    assert largest.compression_type == codec_id
 
 
 def topic_configs(client, topic):
