@@ -770,3 +770,44 @@ async fn clean_shutdown_skips_recovery_and_crash_triggers_it() -> Result<()> {
     assert_eq!(log, expected, "both restarts kept every record");
     Ok(())
 }
+
+/// Leader epoch of partition 0 of `topic` once it has a leader.
+async fn leader_epoch(addr: &str, topic: &str) -> Result<i32> {
+    let mut client = RawClient::connect(addr).await?;
+    wait_for_leader(&mut client, topic).await?;
+    let req = MetadataRequest::default()
+        .with_topics(Some(vec![MetadataRequestTopic::default().with_name(Some(
+            TopicName(StrBytes::from_string(topic.to_string())),
+        ))]))
+        .with_allow_auto_topic_creation(false);
+    let meta = client.call(&req, 12).await?;
+    Ok(meta.topics[0].partitions[0].leader_epoch)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_restart_starts_a_new_leader_epoch() -> Result<()> {
+    // After kill -9 the node registers a new incarnation while the old one is still unfenced
+    // (a single node is its own controller, so nobody waited out its session). Recovery may
+    // have cut its log, so the old incarnation's leaderships end and the restarted node leads
+    // again at a new epoch, as KRaft does for an unclean restart; followers and idempotent
+    // producers then see the change. Found by the chaos harness (a voter restarting as its
+    // own active controller kept its leaderships at the old epochs).
+    let mut broker = BrokerProcess::start(&[])?;
+    let topic = topic("reincarnate");
+    create_topic(&broker.addr, &topic, &[]).await?;
+    let before = leader_epoch(&broker.addr, &topic).await?;
+    broker.kill9();
+    broker.restart()?;
+    let deadline = Instant::now() + LEADER_WAIT;
+    loop {
+        let after = leader_epoch(&broker.addr, &topic).await?;
+        if after > before {
+            return Ok(());
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "leader epoch still {after} (was {before}) after an unclean restart"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

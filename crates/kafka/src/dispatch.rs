@@ -115,7 +115,6 @@ pub fn api_versions() -> Vec<ApiVersion> {
         .collect()
 }
 
-/// Handles one request frame.
 /// Handles one request frame. `produce_order` is the connection's gate and, for a Produce
 /// frame, the ticket taken when it was read.
 pub async fn handle(
@@ -155,7 +154,20 @@ pub async fn handle(
         Err(e) => return Outcome::Close(format!("malformed {key:?} request header: {e}")),
     };
     let started = std::time::Instant::now();
-    let record = |codes: &[i16]| metrics::request(key, started.elapsed(), codes);
+    let record = |codes: &[i16]| {
+        // One line per request at trace level (`RUST_LOG=ferrymq_kafka::dispatch=trace`): what
+        // a client asked and what it was told, for debugging a client that stalls.
+        tracing::trace!(
+            api = ?key,
+            version,
+            correlation_id,
+            client = header.client_id.as_ref().map(|c| c.as_str()),
+            errors = ?codes,
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "request"
+        );
+        metrics::request(key, started.elapsed(), codes)
+    };
     macro_rules! call {
         ($req:ty, $handler:path) => {{
             match <$req>::decode(&mut body, version) {

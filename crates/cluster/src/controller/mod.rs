@@ -145,13 +145,42 @@ impl std::fmt::Debug for Controller {
     }
 }
 
+/// A voter coming back (after a crash, a pause or a partition) must not depose a healthy
+/// controller: openraft 0.9 has no PreVote, so if its election timer fired before the leader's
+/// (backed-off) replication reached it, it would stand with a higher term and the leader would
+/// step down for nothing. So a restarted voter does not stand until it has heard a leader or
+/// two leases have passed; it still votes, so a quorum that lost its leader elects at once.
+fn hold_elections_after_restart(raft: &MetadataRaft, me: u64, heartbeat: Duration) {
+    raft.runtime_config().elect(false);
+    let raft = raft.clone();
+    let grace = raft_lease(heartbeat) * 2;
+    tokio::spawn(async move {
+        let mut metrics = raft.metrics();
+        let heard = metrics.wait_for(|m| m.current_leader.is_some_and(|l| l != me));
+        let _ = tokio::time::timeout(grace, heard).await;
+        raft.runtime_config().elect(true);
+    });
+}
+
+/// Raft's heartbeat interval for a broker heartbeat interval, in milliseconds.
+fn raft_heartbeat_ms(heartbeat: Duration) -> u64 {
+    (heartbeat.as_millis() as u64 / 4).clamp(25, 200)
+}
+
+/// How long a controller without a quorum's acknowledgement may still act: until a follower
+/// can have timed out and stood for election (`election_timeout_max`).
+fn raft_lease(heartbeat: Duration) -> Duration {
+    Duration::from_millis(raft_heartbeat_ms(heartbeat) * 10)
+}
+
 fn raft_config(heartbeat: Duration) -> Result<Config> {
     // openraft 0.9 lets a follower vote only after the leader lease (election_timeout_max)
     // and its own random timeout, so a dead controller is replaced after 1-2x the maximum.
     // With the default 250 ms broker heartbeat: Raft heartbeats every 62 ms, elections after
     // 375-625 ms, a new controller about 1-1.25 s after the old one dies; a healthy leader
     // misses 6 heartbeats before anyone stands.
-    let hb = (heartbeat.as_millis() as u64 / 4).clamp(25, 200);
+    let hb = raft_heartbeat_ms(heartbeat);
+    debug_assert_eq!(Duration::from_millis(hb * 10), raft_lease(heartbeat));
     Config {
         cluster_name: "ferrymq".into(),
         heartbeat_interval: hb,
@@ -209,6 +238,8 @@ impl Controller {
                 if let Err(e) = raft.initialize(members).await {
                     tracing::debug!(error = %e, "quorum already initialised");
                 }
+            } else if voters.len() > 1 {
+                hold_elections_after_restart(&raft, identity.node_id, config.heartbeat_interval);
             }
         }
         let (published, _) = watch::channel(sm.image());
@@ -268,9 +299,17 @@ impl Controller {
         &self.config
     }
 
-    /// True while this node leads the quorum.
+    /// True while this node leads the quorum and a majority has acknowledged it within the
+    /// leader lease (the longest election timeout). A Raft leader cut off from the voters keeps
+    /// believing it leads until it hears a higher term; acting on that belief would answer its
+    /// own broker's heartbeats and keep that broker's leaderships alive after the rest of the
+    /// cluster has moved them. Past the lease a new controller may exist, so this one stops.
     pub fn is_active(&self) -> bool {
-        self.raft.metrics().borrow().current_leader == Some(self.identity.node_id)
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        m.current_leader == Some(self.identity.node_id)
+            && m.millis_since_quorum_ack
+                .is_some_and(|ms| ms <= raft_lease(self.config.heartbeat_interval).as_millis() as u64)
     }
 
     /// The active controller's node id and controller address, as this node knows it.

@@ -60,7 +60,12 @@ impl PeerHandler for Controller {
 impl Controller {
     fn not_leader(&self) -> ResponseBody {
         ResponseBody::NotLeader {
-            leader_addr: self.leader().map(|(_, a)| a).filter(|a| !a.is_empty()),
+            // Never this node: answering NotLeader, it is at most a leader past its lease.
+            leader_addr: self
+                .leader()
+                .filter(|(id, _)| *id != self.identity.node_id)
+                .map(|(_, a)| a)
+                .filter(|a| !a.is_empty()),
         }
     }
 
@@ -98,6 +103,27 @@ impl Controller {
         if image.cluster_id.is_empty() {
             records.push(duties_cluster_id(self));
         }
+        // A new incarnation replacing one that was never fenced (it crashed and came back
+        // within its session, or it is this very process after a restart): the old one's
+        // leaderships and ISR memberships end here, in the same entry, exactly as if its
+        // session had expired. Its recovery may have cut its log, so it must not keep leading
+        // from it at the old epoch; it rejoins the ISR by catching up like any follower.
+        let mut moved = 0;
+        if let Some(old) = image
+            .brokers
+            .get(&reg.node_id)
+            .filter(|b| b.incarnation != reg.incarnation && !b.fenced)
+        {
+            records.push(MetadataRecord::BrokerFence(BrokerFenceRecord {
+                version: RECORD_VERSION,
+                id: reg.node_id,
+                incarnation: old.incarnation,
+                fenced: true,
+            }));
+            let changes = election::on_fenced(&image, reg.node_id, &self.config.topic_defaults);
+            moved = changes.len();
+            records.extend(changes);
+        }
         if image.brokers.get(&reg.node_id).map(|b| b.incarnation) != Some(reg.incarnation) {
             records.push(MetadataRecord::RegisterBroker(RegisterBrokerRecord {
                 version: RECORD_VERSION,
@@ -118,6 +144,7 @@ impl Controller {
                 node = reg.node_id.0,
                 host = reg.host,
                 port = reg.port,
+                previous_incarnation_fenced_partitions = moved,
                 "broker registered"
             );
         }
