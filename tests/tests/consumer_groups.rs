@@ -90,6 +90,9 @@ fn member(addr: &str, group: &str, t: &str, extra: &[(&str, &str)]) -> Member {
     for (k, v) in extra {
         cfg.set(*k, *v);
     }
+    if let Ok(d) = std::env::var("FERRYMQ_TEST_RDKAFKA_DEBUG") {
+        cfg.set("debug", d);
+    }
     let consumer: BaseConsumer = cfg.create().unwrap();
     consumer.subscribe(&[t]).unwrap();
     Member {
@@ -182,6 +185,27 @@ fn wait_all_seen(members: &mut [Member], partitions: i32, per_partition: i64) {
     wait_all_seen_after(members, &[], partitions, per_partition)
 }
 
+/// Closes every member: all unsubscribe and are polled until none holds a partition, then
+/// they are dropped. Dropping members one by one instead can leave the last one closing in
+/// the middle of the rebalance the others' departures started: librdkafka then waits for the
+/// application to serve that rebalance, which a consumer being dropped never does, until
+/// `max.poll.interval.ms` (5 minutes) evicts it.
+fn close_all(mut members: Vec<Member>) {
+    for m in &members {
+        m.consumer.unsubscribe();
+    }
+    let start = Instant::now();
+    while members.iter().any(|m| !m.assigned().is_empty()) {
+        for m in members.iter_mut() {
+            m.poll();
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "members never released their partitions"
+        );
+    }
+}
+
 /// Leaves the group cleanly (its partitions are revoked and their offsets committed).
 fn leave(mut m: Member, others: &mut [Member]) -> Vec<(i32, i64)> {
     m.consumer.unsubscribe();
@@ -237,6 +261,7 @@ async fn group_shares_partitions_and_rebalances_without_skipping(strategy: &str)
     processed.extend(members.iter().flat_map(|m| m.seen.iter().copied()));
     let distinct: BTreeSet<(i32, i64)> = processed.iter().copied().collect();
     assert_eq!(distinct.len(), 900, "every message processed, none skipped");
+    close_all(members);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -289,6 +314,7 @@ async fn cooperative_sticky_members_keep_their_partitions_when_one_joins() {
             "no incremental rebalance: {sets:?}"
         );
     }
+    close_all(members);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -313,6 +339,7 @@ async fn static_member_restarting_within_its_session_keeps_its_partitions() {
         after, before,
         "the restarted static member got its partitions back"
     );
+    close_all(members);
 }
 
 /// Committed offsets of `group` for partitions `0..partitions`, as the broker reports them.

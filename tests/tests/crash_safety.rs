@@ -811,3 +811,49 @@ async fn a_crash_restart_starts_a_new_leader_epoch() -> Result<()> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_answered_during_a_controlled_shutdown_still_names_this_broker() -> Result<()> {
+    // In the last moments of a controlled shutdown the node is fenced but still answers on
+    // open connections. A Metadata answer listing no broker then made librdkafka forget every
+    // broker it knew, bootstrap ones included, and a consumer stayed disconnected after the
+    // restart until its rebootstrap timer (5 minutes). Clients hammer Metadata through the
+    // SIGTERM; every answer must name a broker.
+    let mut broker = BrokerProcess::start(&[])?;
+    let topic = topic("shutdown-md");
+    create_topic(&broker.addr, &topic, &[]).await?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut askers = Vec::new();
+    for _ in 0..4 {
+        let addr = broker.addr.clone();
+        let stop = stop_rx.clone();
+        askers.push(tokio::spawn(async move {
+            let mut client = RawClient::connect(&addr).await?;
+            let (mut answers, mut without_brokers) = (0u64, 0u64);
+            while !*stop.borrow() {
+                let Ok(md) = client
+                    .call(&MetadataRequest::default().with_topics(None), 12)
+                    .await
+                else {
+                    break; // the connection closed: the broker is gone
+                };
+                answers += 1;
+                without_brokers += md.brokers.is_empty() as u64;
+            }
+            anyhow::Ok((answers, without_brokers))
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let code = tokio::task::block_in_place(|| broker.stop())?;
+    ensure!(code == 0, "clean stop exit code {code}");
+    stop_tx.send(true)?;
+    for a in askers {
+        let (answers, without_brokers) = a.await??;
+        ensure!(answers > 0, "no Metadata answered");
+        ensure!(
+            without_brokers == 0,
+            "{without_brokers} of {answers} Metadata answers named no broker"
+        );
+    }
+    Ok(())
+}

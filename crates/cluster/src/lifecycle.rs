@@ -63,7 +63,9 @@ pub async fn run(ctrl: Arc<Controller>) {
         // The active controller as Raft knows it, else a hint from a NotLeader answer, else
         // the voters in turn. This node as leader past its lease is no answer: look elsewhere.
         let me = ctrl.config().node_id.0 as u64;
-        let known = ctrl.leader().filter(|(id, _)| *id != me || ctrl.is_active());
+        let known = ctrl
+            .leader()
+            .filter(|(id, _)| *id != me || ctrl.is_active());
         let (node, addr) = match (known, hint.take()) {
             (Some((id, addr)), _) => (Some(id), addr),
             (None, Some(addr)) => (None, addr),

@@ -308,8 +308,9 @@ impl Controller {
         let m = self.raft.metrics();
         let m = m.borrow();
         m.current_leader == Some(self.identity.node_id)
-            && m.millis_since_quorum_ack
-                .is_some_and(|ms| ms <= raft_lease(self.config.heartbeat_interval).as_millis() as u64)
+            && m.millis_since_quorum_ack.is_some_and(|ms| {
+                ms <= raft_lease(self.config.heartbeat_interval).as_millis() as u64
+            })
     }
 
     /// The active controller's node id and controller address, as this node knows it.

@@ -99,8 +99,15 @@ pub async fn handle(
             }
         }
     }
+    // Live brokers, and always this one: it is answering, and it names itself controller. A
+    // list without it (while it is fenced, in the last moments of a controlled shutdown) would
+    // make librdkafka drop every broker it knows, the bootstrap ones included, and wait
+    // `metadata.recovery.rebootstrap.trigger.ms` (5 minutes) before it looks again.
+    let me = ctx.broker.config().node_id;
     let brokers = image
-        .live_brokers()
+        .brokers
+        .values()
+        .filter(|b| !b.fenced || b.id == me)
         .map(|b| {
             MetadataResponseBroker::default()
                 .with_node_id(BrokerId(b.id.0))
