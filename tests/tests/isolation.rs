@@ -24,28 +24,33 @@ const PRODUCE_TIMEOUT_MS: i32 = 20_000;
 /// NOT_LEADER_OR_FOLLOWER.
 const NOT_LEADER: i16 = 6;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_isolated_leader_answers_not_leader_within_seconds_not_at_the_request_timeout() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut c = ChaosCluster::start(dir.path(), 3, &[], None).unwrap();
+/// A 3-node cluster in network namespaces with topic `TOPIC` (`partitions`, RF 3, min ISR 2)
+/// fully in sync; `None` (after saying so) where namespaces are not available.
+async fn cluster_with_topic(dir: &std::path::Path, partitions: i32) -> Option<ChaosCluster> {
+    let mut c = ChaosCluster::start(dir, 3, &[], None).unwrap();
     if let Network::Loopback { reason } = &c.net {
         eprintln!("SKIPPED: needs network namespaces ({reason})");
-        return;
+        return None;
     }
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", c.bootstrap())
         .create()
         .unwrap();
-    let t = NewTopic::new(TOPIC, 1, TopicReplication::Fixed(3)).set("min.insync.replicas", "2");
+    let t = NewTopic::new(TOPIC, partitions, TopicReplication::Fixed(3))
+        .set("min.insync.replicas", "2");
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     assert!(admin.create_topics([&t], &opts).await.unwrap()[0].is_ok());
     c.wait_healthy(&[TOPIC], 3, Duration::from_secs(60))
         .await
         .unwrap();
-    let leader = c.partitions(TOPIC, None).await.unwrap()[0].leader as usize;
-    let addr = c.nodes[leader - 1].addr.clone();
-    let mut raw = RawClient::connect(&addr).await.unwrap();
-    c.namespaces().unwrap().split(&[leader]).unwrap();
+    Some(c)
+}
+
+/// Cuts `node` off from the others, sends it an acks=all produce for `partition` and returns
+/// the error code and how long the answer took.
+async fn produce_to_cut_off(c: &ChaosCluster, node: usize, partition: i32) -> (i16, Duration) {
+    let mut raw = RawClient::connect(&c.nodes[node - 1].addr).await.unwrap();
+    c.namespaces().unwrap().split(&[node]).unwrap();
     let started = Instant::now();
     let records = ferrymq_log::batch::testing::batch(&[b"cut off".as_slice()], 0);
     let req = ProduceRequest::default()
@@ -54,14 +59,27 @@ async fn an_isolated_leader_answers_not_leader_within_seconds_not_at_the_request
         .with_topic_data(vec![TopicProduceData::default()
             .with_name(TopicName(StrBytes::from_static_str(TOPIC)))
             .with_partition_data(vec![PartitionProduceData::default()
-                .with_index(0)
+                .with_index(partition)
                 .with_records(Some(records))])]);
     let resp = raw.call(&req, 9).await.unwrap();
-    let took = started.elapsed();
-    let code = resp.responses[0].partition_responses[0].error_code;
+    (
+        resp.responses[0].partition_responses[0].error_code,
+        started.elapsed(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_isolated_leader_answers_not_leader_within_seconds_not_at_the_request_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(mut c) = cluster_with_topic(dir.path(), 1).await else {
+        return;
+    };
+    let leader = c.partitions(TOPIC, None).await.unwrap()[0].leader as usize;
+    let (code, took) = produce_to_cut_off(&c, leader, 0).await;
     assert_eq!(code, NOT_LEADER, "answered {code} after {took:?}");
     assert!(took < Duration::from_secs(5), "answered after {took:?}");
     // Its Metadata no longer names itself leader of what it led.
+    let mut raw = RawClient::connect(&c.nodes[leader - 1].addr).await.unwrap();
     let md = raw
         .call(&MetadataRequest::default().with_topics(None), 12)
         .await
@@ -82,21 +100,9 @@ async fn an_isolated_active_controller_gives_up_its_own_leaderships_within_secon
     // (split-minority failover 7.8 s in one chaos run). The controller now acts only within
     // its leader lease of a quorum's acknowledgement. Found by the chaos harness.
     let dir = tempfile::tempdir().unwrap();
-    let mut c = ChaosCluster::start(dir.path(), 3, &[], None).unwrap();
-    if let Network::Loopback { reason } = &c.net {
-        eprintln!("SKIPPED: needs network namespaces ({reason})");
+    let Some(mut c) = cluster_with_topic(dir.path(), 6).await else {
         return;
-    }
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", c.bootstrap())
-        .create()
-        .unwrap();
-    let t = NewTopic::new(TOPIC, 6, TopicReplication::Fixed(3)).set("min.insync.replicas", "2");
-    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-    assert!(admin.create_topics([&t], &opts).await.unwrap()[0].is_ok());
-    c.wait_healthy(&[TOPIC], 3, Duration::from_secs(60))
-        .await
-        .unwrap();
+    };
     let ctl = c.active_controller().await.unwrap();
     let partition = c
         .partitions(TOPIC, None)
@@ -106,21 +112,7 @@ async fn an_isolated_active_controller_gives_up_its_own_leaderships_within_secon
         .find(|p| p.leader as usize == ctl)
         .map(|p| p.partition)
         .expect("placement spreads leaders over every node");
-    let mut raw = RawClient::connect(&c.nodes[ctl - 1].addr).await.unwrap();
-    c.namespaces().unwrap().split(&[ctl]).unwrap();
-    let started = Instant::now();
-    let records = ferrymq_log::batch::testing::batch(&[b"cut off".as_slice()], 0);
-    let req = ProduceRequest::default()
-        .with_acks(-1)
-        .with_timeout_ms(PRODUCE_TIMEOUT_MS)
-        .with_topic_data(vec![TopicProduceData::default()
-            .with_name(TopicName(StrBytes::from_static_str(TOPIC)))
-            .with_partition_data(vec![PartitionProduceData::default()
-                .with_index(partition)
-                .with_records(Some(records))])]);
-    let resp = raw.call(&req, 9).await.unwrap();
-    let took = started.elapsed();
-    let code = resp.responses[0].partition_responses[0].error_code;
+    let (code, took) = produce_to_cut_off(&c, ctl, partition).await;
     assert_eq!(code, NOT_LEADER, "answered {code} after {took:?}");
     assert!(took < Duration::from_secs(5), "answered after {took:?}");
     c.namespaces().unwrap().heal().unwrap();
@@ -145,21 +137,9 @@ async fn isolating_the_active_controller_fences_it_and_no_healthy_broker() {
     // not make it and was fenced though healthy, moving its leaderships for nothing: found by
     // the chaos harness's split-minority fault.
     let dir = tempfile::tempdir().unwrap();
-    let mut c = ChaosCluster::start(dir.path(), 3, &[], None).unwrap();
-    if let Network::Loopback { reason } = &c.net {
-        eprintln!("SKIPPED: needs network namespaces ({reason})");
+    let Some(mut c) = cluster_with_topic(dir.path(), 3).await else {
         return;
-    }
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", c.bootstrap())
-        .create()
-        .unwrap();
-    let t = NewTopic::new(TOPIC, 3, TopicReplication::Fixed(3)).set("min.insync.replicas", "2");
-    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-    assert!(admin.create_topics([&t], &opts).await.unwrap()[0].is_ok());
-    c.wait_healthy(&[TOPIC], 3, Duration::from_secs(60))
-        .await
-        .unwrap();
+    };
     for round in 0..3 {
         let ctl = c.active_controller().await.unwrap();
         let marks: Vec<usize> = c.nodes.iter().map(|n| n.log().len()).collect();

@@ -47,6 +47,12 @@ pub struct ChaosCluster {
     pub down: Vec<bool>,
     /// Nodes paused with SIGSTOP.
     pub paused: Vec<bool>,
+    /// While set, `restart` starts a node without waiting for it to serve and notes it in
+    /// `restarted_unready`: a node restarted inside a network fault may be unable to reach the
+    /// active controller until the network heals, and it is judged after that.
+    pub defer_ready: bool,
+    /// Nodes restarted under `defer_ready`, not yet seen serving.
+    pub restarted_unready: Vec<usize>,
     /// The node whose data dir is a tmpfs, with its mount point.
     pub tmpfs: Option<(usize, PathBuf)>,
     /// How the nodes are connected.
@@ -109,6 +115,8 @@ impl ChaosCluster {
         let mut c = ChaosCluster {
             down: vec![false; n],
             paused: vec![false; n],
+            defer_ready: false,
+            restarted_unready: Vec::new(),
             tmpfs: None,
             nodes,
             net,
@@ -276,7 +284,22 @@ impl ChaosCluster {
         }
         node.launch()?;
         self.down[id - 1] = false;
+        if self.defer_ready {
+            self.restarted_unready.push(id);
+            return Ok(());
+        }
         self.nodes[id - 1].wait_serving(Duration::from_secs(90))
+    }
+
+    /// Waits until every node restarted under `defer_ready` serves; the ones that did not.
+    pub fn wait_restarted(&mut self) -> Vec<(usize, anyhow::Error)> {
+        let mut failed = Vec::new();
+        for id in std::mem::take(&mut self.restarted_unready) {
+            if let Err(e) = self.nodes[id - 1].wait_serving(Duration::from_secs(90)) {
+                failed.push((id, e));
+            }
+        }
+        failed
     }
 
     /// SIGSTOP / SIGCONT node `id`.
