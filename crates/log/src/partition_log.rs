@@ -871,11 +871,21 @@ impl PartitionLog {
                 Err(e) => return Err(e),
             }
         }
+        // Batches below the log start are deleted even while their segment remains, and
+        // producers with nothing above it were dropped when it moved (a snapshot taken before
+        // still has them). Neither may enter the rebuilt state: a batch of the same producer
+        // id appended since (a fresh start at sequence 0) would join the stale entry, and a
+        // retry could be answered with the deleted batch's offsets.
+        let log_start = self.log_start_offset;
+        table.evict_below(log_start);
         for seg in self.segments.values() {
             if seg.next_offset() <= replay_from {
                 continue;
             }
             seg.for_each_header_from(replay_from, &mut |h| {
+                if h.last_offset() < log_start {
+                    return;
+                }
                 if let Some(b) = IdempotentBatch::from_header(h) {
                     table.record(&b, h.base_offset, h.last_offset());
                 }

@@ -248,6 +248,27 @@ fn check_sends(
         match &s.outcome {
             Outcome::Pending => v.pending += 1,
             Outcome::Failed { .. } => v.failed += 1,
+            Outcome::Acked { offset, at_ms } if *offset < 0 => {
+                // librdkafka's idempotent producer acknowledges a batch without an offset
+                // (RD_KAFKA_OFFSET_INVALID) when it infers the batch was written from the
+                // acknowledgement of a later one: it must be in its partition, at an offset
+                // nobody was told, so only its presence (and, elsewhere, uniqueness) is checked.
+                v.acked += 1;
+                let here = where_is
+                    .get(&s.seq)
+                    .is_some_and(|places| places.iter().any(|(p, _)| *p == s.partition));
+                if !here {
+                    v.lost += 1;
+                    f.add(
+                        "lost",
+                        true,
+                        format!(
+                            "value {} acknowledged (offset not reported) in p{} ({at_ms} ms) is not in the final log",
+                            s.seq, s.partition
+                        ),
+                    );
+                }
+            }
             Outcome::Acked { offset, at_ms } => {
                 v.acked += 1;
                 let at = log.get(&s.partition).unwrap_or(&empty).get(offset);
@@ -497,6 +518,32 @@ mod tests {
         let v = check(&h, &input(true));
         assert_eq!(kinds(&v), ["lost"]);
         assert_eq!(v.lost, 1);
+    }
+
+    #[test]
+    fn an_acknowledgement_without_offset_needs_only_the_value_in_its_partition() {
+        // librdkafka reports RD_KAFKA_OFFSET_INVALID (-1001) for a batch it infers was written.
+        let present = History {
+            sends: vec![
+                acked(0, 0, 0, 10),
+                acked(1, 0, -1001, 11),
+                acked(2, 0, 2, 12),
+            ],
+            reads: vec![
+                read(Reader::Final, 0, 0, Some(0)),
+                read(Reader::Final, 0, 1, Some(1)),
+                read(Reader::Final, 0, 2, Some(2)),
+            ],
+            ..History::default()
+        };
+        let v = check(&present, &input(true));
+        assert!(v.ok(), "{:?}", v.anomalies);
+        let missing = History {
+            sends: vec![acked(0, 0, 0, 10), acked(1, 0, -1001, 11)],
+            reads: vec![read(Reader::Final, 0, 0, Some(0))],
+            ..History::default()
+        };
+        assert_eq!(kinds(&check(&missing, &input(true))), ["lost"]);
     }
 
     #[test]

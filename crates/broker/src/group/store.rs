@@ -1,37 +1,77 @@
 //! Persistence of groups in `__consumer_offsets`: offsets and group metadata are written as
-//! key/value records through the ordinary partition append path (the log writer, fsynced before
-//! the caller is answered, as acks=all), and a partition is replayed into groups when this node
-//! becomes its leader. Compaction of the topic keeps the latest record per key.
+//! key/value records through the ordinary partition append path, and the caller is answered
+//! only once every in-sync replica has them (the high watermark passed them), as Kafka's
+//! coordinator writes with acks=all: an offset commit acknowledged on the leader alone would go
+//! backwards when a follower without it takes over. A partition is replayed into groups when
+//! this node becomes its leader. Compaction of the topic keeps the latest record per key.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use ferrymq_log::batch::{BatchHeader, ValidatedBatch};
 use ferrymq_log::builder::key_value_batch;
 use ferrymq_log::records::decode_records;
-use ferrymq_types::TopicPartition;
+use ferrymq_types::{LeaderEpoch, Offset, TopicPartition};
+use tokio::sync::watch;
 
 use super::error::GroupError;
 use super::records::{decode_group_value, decode_key, decode_offset_value, RecordKey};
 use super::state::{CommittedOffset, GroupSnapshot};
 use crate::log_writer::{AppendQueue, Durability, PendingAppend};
-use crate::partition::{Partition, ReadBound};
+use crate::partition::{AckState, Partition, ReadBound};
+use crate::BrokerError;
 
 /// Bytes read from the log per step of a replay.
 const REPLAY_READ_BYTES: usize = 1 << 20;
 
-/// A write queued to `__consumer_offsets`; `wait` resolves once it is fsynced.
+/// How long a group write may wait for the in-sync replicas (Kafka's
+/// `offsets.commit.timeout.ms` default); past it the caller gets COORDINATOR_NOT_AVAILABLE.
+const REPLICATION_WAIT: Duration = Duration::from_secs(5);
+
+/// A write queued to `__consumer_offsets`; `wait` resolves once every in-sync replica has it.
 #[derive(Debug)]
-pub struct PendingWrite(PendingAppend);
+pub struct PendingWrite {
+    append: PendingAppend,
+    partition: Arc<Partition>,
+    /// The leader epoch the write was queued under: a new epoch means it may be lost.
+    epoch: LeaderEpoch,
+    hw: watch::Receiver<Offset>,
+}
 
 impl PendingWrite {
-    /// Waits until the records are durable.
-    pub async fn wait(self) -> Result<(), GroupError> {
-        match self.0.await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(GroupError::Storage(e.to_string())),
-            Err(_) => Err(GroupError::Storage("log writer stopped".into())),
+    /// Waits until the records are fsynced here and on every in-sync replica.
+    pub async fn wait(mut self) -> Result<(), GroupError> {
+        let appended = match self.append.await {
+            Ok(Ok(a)) => a,
+            Ok(Err(BrokerError::NotLeaderOrFollower)) => return Err(GroupError::NotCoordinator),
+            Ok(Err(e)) => return Err(GroupError::Storage(e.to_string())),
+            Err(_) => return Err(GroupError::Storage("log writer stopped".into())),
+        };
+        let target = appended.info().last_offset.next();
+        let (partition, epoch) = (self.partition, self.epoch);
+        let replicated = async {
+            loop {
+                match partition.ack_state(target, epoch) {
+                    AckState::Done => return Ok(()),
+                    AckState::Failed(BrokerError::NotLeaderOrFollower) => {
+                        return Err(GroupError::NotCoordinator)
+                    }
+                    AckState::Failed(e) => return Err(GroupError::Storage(e.to_string())),
+                    AckState::Wait => {}
+                }
+                if self.hw.changed().await.is_err() {
+                    return Err(GroupError::NotCoordinator);
+                }
+            }
+        };
+        match tokio::time::timeout(REPLICATION_WAIT, replicated).await {
+            Ok(result) => result,
+            Err(_) => Err(GroupError::Storage(format!(
+                "{} not replicated to the ISR within {REPLICATION_WAIT:?}",
+                partition.tp()
+            ))),
         }
     }
 }
@@ -49,11 +89,17 @@ pub async fn enqueue(
         .check_produce(0, true)
         .map_err(|e| GroupError::Storage(e.to_string()))?;
     let batch = key_value_batch(records, now_ms);
-    queue
-        .enqueue(partition, batch, Durability::Fsync)
+    let (epoch, hw) = (partition.leader_epoch(), partition.subscribe_hw());
+    let append = queue
+        .enqueue(partition.clone(), batch, Durability::Fsync)
         .await
-        .map(PendingWrite)
-        .map_err(|e| GroupError::Storage(e.to_string()))
+        .map_err(|e| GroupError::Storage(e.to_string()))?;
+    Ok(PendingWrite {
+        append,
+        partition,
+        epoch,
+        hw,
+    })
 }
 
 /// A group as read back from its partition.
