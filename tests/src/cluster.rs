@@ -80,6 +80,38 @@ impl Cluster {
             .await
     }
 
+    /// The fenced brokers as node `id` knows them (DescribeCluster v2 with fenced brokers;
+    /// Metadata lists fenced brokers too, so it cannot tell).
+    pub async fn fenced(&self, id: usize) -> Result<Vec<i32>> {
+        let mut c = RawClient::connect(&self.nodes[id - 1].addr).await?;
+        let r = c
+            .call(
+                &DescribeClusterRequest::default().with_include_fenced_brokers(true),
+                2,
+            )
+            .await?;
+        Ok(r.brokers
+            .iter()
+            .filter(|b| b.is_fenced)
+            .map(|b| b.broker_id.0)
+            .collect())
+    }
+
+    /// Waits until node `via`'s fenced brokers are `want`, or fails after `timeout`.
+    pub async fn wait_fenced(&self, via: usize, want: &[i32], timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let now = self.fenced(via).await.ok();
+            if now.as_deref() == Some(want) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("fenced brokers {now:?}, not {want:?}, after {timeout:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// The active controller as node `id` knows it (DescribeCluster for controllers).
     pub async fn active_controller(&self, id: usize) -> Result<i32> {
         let mut c = RawClient::connect(&self.nodes[id - 1].addr).await?;

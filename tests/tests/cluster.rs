@@ -150,25 +150,38 @@ async fn a_paused_broker_is_fenced_and_returns_when_resumed() {
     let mut c = Cluster::start(3, 3, &[]).unwrap();
     c.node(3).signal("STOP");
     let stopped = Instant::now();
-    c.wait_metadata(1, Duration::from_secs(10), |md| {
-        md.brokers.iter().all(|b| b.node_id.0 != 3)
-    })
-    .await
-    .unwrap();
+    c.wait_fenced(1, &[3], Duration::from_secs(10))
+        .await
+        .unwrap();
     let fenced_after = stopped.elapsed();
     assert!(
         fenced_after < Duration::from_secs(5),
         "fenced after {fenced_after:?} (session 1 s)"
     );
-    c.node(3).signal("CONT");
-    c.wait_metadata(1, Duration::from_secs(10), |md| {
-        md.brokers.iter().any(|b| b.node_id.0 == 3)
-    })
-    .await
-    .unwrap();
+    // Metadata leaves it out, as KRaft does.
+    let md = c.metadata(1).await.unwrap();
     assert!(
-        c.nodes.iter().any(|n| n.log().contains("broker fenced")),
+        md.brokers.iter().all(|b| b.node_id.0 != 3),
+        "{}",
+        summary(&md)
+    );
+    c.node(3).signal("CONT");
+    c.wait_fenced(1, &[], Duration::from_secs(10))
+        .await
+        .unwrap();
+    // Fenced for its silence: a paused process still accepts connections, so the check that
+    // fences killed brokers early does not apply.
+    assert!(
+        c.nodes.iter().any(|n| n
+            .log()
+            .contains("broker fenced: no heartbeat within its session")),
         "the controller logged the fencing"
+    );
+    assert!(
+        !c.nodes
+            .iter()
+            .any(|n| n.log().contains("refuses connections")),
+        "a paused broker was taken for a dead one"
     );
 }
 
@@ -199,6 +212,47 @@ async fn killing_the_active_controller_elects_another_and_changes_resume() {
     );
     let now_active = c.active_controller(survivor).await.unwrap() as usize;
     assert_ne!(now_active, active);
+    // The dead controller's process refuses connections, so the lowest-numbered other voter
+    // stood at once instead of waiting out Raft's random election timer (`stand_in.rs`), and
+    // the new controller fenced the dead broker without waiting out its session (`duties.rs`).
+    let first = (1..=3).find(|n| *n != active).unwrap();
+    assert!(
+        c.node(first)
+            .log()
+            .contains("the active controller's process is gone: standing for election"),
+        "node {first} did not stand for the dead controller {active}"
+    );
+    c.wait_fenced(survivor, &[active as i32], Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert!(
+        c.node(now_active)
+            .log()
+            .contains("broker fenced: missed heartbeats and its address refuses connections"),
+        "the new controller {now_active} fenced {active} only at its session's end"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_broker_is_fenced_as_soon_as_its_address_refuses_connections() {
+    // A killed broker's operating system refuses connections at once; the controller checks
+    // a broker that misses a heartbeat and fences it then, a session (1 s) sooner than its
+    // silence alone would. A paused broker (`a_paused_broker_is_fenced_and_returns_when_resumed`)
+    // still accepts connections and is fenced at its session's end.
+    let mut c = Cluster::start(3, 3, &[]).unwrap();
+    let active = c.active_controller(1).await.unwrap() as usize;
+    let victim = (1..=3).find(|n| *n != active).unwrap();
+    c.node(victim).kill9();
+    c.wait_fenced(active, &[victim as i32], Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert!(
+        c.node(active)
+            .log()
+            .contains("broker fenced: missed heartbeats and its address refuses connections"),
+        "{}",
+        c.node(active).log()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -84,7 +84,17 @@ pub async fn run(ctrl: Arc<Controller>) {
         // Bounded by two heartbeat intervals, not the RPC's own session-long timeout: a call
         // stuck on a controller that died or was cut off must give way in time to reach its
         // successor, which fences brokers that do not heartbeat within its takeover grace.
-        let call_max = (interval * 2).min(ctrl.config().session_timeout);
+        // And no longer than the session has left: a broker cut off from the controller must
+        // see its session lost when it runs out, not a call timeout later (its leaderships
+        // are gone by then and its clients are waiting for NOT_LEADER_OR_FOLLOWER).
+        // Once lost, calls get their full time again, so a slow controller is still heard.
+        let session_left = last_answer
+            .map(|t| ctrl.config().session_timeout.saturating_sub(t.elapsed()))
+            .filter(|left| !left.is_zero())
+            .map_or(Duration::MAX, |left| left.max(Duration::from_millis(10)));
+        let call_max = (interval * 2)
+            .min(ctrl.config().session_timeout)
+            .min(session_left);
         let answer = tokio::time::timeout(call_max, ctrl.call_controller(node, &addr, body))
             .await
             .unwrap_or_else(|_| {

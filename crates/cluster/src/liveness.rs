@@ -49,6 +49,21 @@ impl Liveness {
             .is_some_and(|t| now.saturating_duration_since(*t) <= self.session_timeout)
     }
 
+    /// Live (unfenced) brokers silent for longer than `after` whose session has not expired
+    /// yet: worth a look before the session runs out (`duties::probe_overdue`).
+    pub fn overdue(&self, image: &MetadataImage, now: Instant, after: Duration) -> Vec<NodeId> {
+        image
+            .live_brokers()
+            .map(|b| b.id)
+            .filter(|id| {
+                self.last_seen.get(id).is_some_and(|t| {
+                    let silent = now.saturating_duration_since(*t);
+                    silent > after && silent <= self.session_timeout
+                })
+            })
+            .collect()
+    }
+
     /// Live (unfenced) brokers whose session expired: to be fenced.
     pub fn expired(&self, image: &MetadataImage, now: Instant) -> Vec<NodeId> {
         image
@@ -96,6 +111,17 @@ mod tests {
         assert!(l.expired(&img, t0 + Duration::from_millis(900)).is_empty());
         l.heartbeat(NodeId(1), t0 + Duration::from_millis(900));
         assert!(l.expired(&img, t0 + Duration::from_millis(1800)).is_empty());
+        let probe_after = Duration::from_millis(375);
+        assert!(l
+            .overdue(&img, t0 + Duration::from_millis(1275), probe_after)
+            .is_empty());
+        assert_eq!(
+            l.overdue(&img, t0 + Duration::from_millis(1276), probe_after),
+            vec![NodeId(1)]
+        );
+        assert!(l
+            .overdue(&img, t0 + Duration::from_millis(1901), probe_after)
+            .is_empty());
         assert_eq!(
             l.expired(&img, t0 + Duration::from_millis(1901)),
             vec![NodeId(1)]

@@ -453,6 +453,12 @@ fn summarize(text: &mut String, h: &history::History, v: &Verdict, took: Duratio
         "reads: {} in the final log, {} live; lost {}, duplicated {}",
         v.final_records, v.live_reads, v.lost, v.duplicated
     );
+    // Errors the readers' client gave up on (each starts a new reading session); the first
+    // few are shown, since an anomaly within a session often follows one.
+    let _ = writeln!(text, "reader errors: {}", h.reader_errors.len());
+    for (at, what) in h.reader_errors.iter().take(10) {
+        let _ = writeln!(text, "  {:>8.1}s {what}", *at as f64 / 1000.0);
+    }
     let mut per_kind: BTreeMap<&str, usize> = BTreeMap::new();
     for f in &h.faults {
         *per_kind.entry(f.kind.as_str()).or_default() += 1;

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{DeliveryResult, Message};
@@ -131,7 +132,41 @@ struct DeliveryRecorder {
     rec: Arc<Recorder>,
 }
 
-impl ClientContext for DeliveryRecorder {}
+impl ClientContext for DeliveryRecorder {
+    fn log(&self, _level: RDKafkaLogLevel, fac: &str, message: &str) {
+        client_log("producer", fac, message);
+    }
+}
+
+/// librdkafka's own log, asked for with `FERRYMQ_CHAOS_CLIENT_DEBUG` (its `debug` contexts,
+/// e.g. `metadata,topic,broker,eos,fetch`), on stderr with wall-clock milliseconds to line up
+/// with the brokers' logs when a failover takes longer than the cluster did.
+fn client_log(client: &str, fac: &str, message: &str) {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    eprintln!("rdkafka {client} {ms} {fac} {message}");
+}
+
+/// Turns librdkafka's debug log on for `c` when `FERRYMQ_CHAOS_CLIENT_DEBUG` asks for it.
+fn client_debug(c: &mut ClientConfig) {
+    if let Ok(contexts) = std::env::var("FERRYMQ_CHAOS_CLIENT_DEBUG") {
+        c.set("debug", contexts)
+            .set_log_level(RDKafkaLogLevel::Debug);
+    }
+}
+
+/// The assign-only reader's context: nothing but the debug log.
+struct AssignReader;
+
+impl ClientContext for AssignReader {
+    fn log(&self, _level: RDKafkaLogLevel, fac: &str, message: &str) {
+        client_log("assign-reader", fac, message);
+    }
+}
+
+impl ConsumerContext for AssignReader {}
 
 impl ProducerContext for DeliveryRecorder {
     type DeliveryOpaque = Box<u64>;
@@ -158,6 +193,7 @@ fn make_producer(
         // the new leader; librdkafka's 30 s default would measure the client, not the broker.
         .set("request.timeout.ms", "5000")
         .set("message.timeout.ms", "60000");
+    client_debug(&mut c);
     if !cfg.idempotence {
         // Without idempotence only one request in flight keeps retries in order.
         c.set("max.in.flight.requests.per.connection", "1");
@@ -213,18 +249,23 @@ fn produce_loop(
 }
 
 /// A consumer that never joins a group (assign only), reading from the start.
-fn assign_consumer(cfg: &WorkloadConfig) -> Result<BaseConsumer> {
-    Ok(ClientConfig::new()
-        .set("bootstrap.servers", &cfg.bootstrap)
+fn assign_consumer(cfg: &WorkloadConfig) -> Result<BaseConsumer<AssignReader>> {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &cfg.bootstrap)
         .set("group.id", "chaos-assign")
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "error")
-        .set("enable.partition.eof", "false")
-        .create()?)
+        .set("enable.partition.eof", "false");
+    client_debug(&mut c);
+    Ok(c.create_with_context(AssignReader)?)
 }
 
-fn assign_from(c: &BaseConsumer, cfg: &WorkloadConfig, next: &BTreeMap<i32, i64>) -> Result<()> {
+fn assign_from(
+    c: &BaseConsumer<AssignReader>,
+    cfg: &WorkloadConfig,
+    next: &BTreeMap<i32, i64>,
+) -> Result<()> {
     let mut tpl = TopicPartitionList::new();
     for p in 0..cfg.partitions {
         let o = next

@@ -6,13 +6,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::peer::duties_cluster_id;
+use super::probe;
 use super::Controller;
 use crate::election;
 use crate::records::{BrokerFenceRecord, MetadataRecord, RECORD_VERSION};
 
 /// Runs until the node stops.
 pub(super) async fn run(ctrl: Arc<Controller>) {
-    let tick = (ctrl.config.heartbeat_interval / 2).max(Duration::from_millis(20));
+    // Often enough that a fence follows a missed heartbeat closely (`probe_overdue`).
+    let tick = (ctrl.config.heartbeat_interval / 5).max(Duration::from_millis(20));
     let mut was_active = false;
     let mut last_rebalance = Instant::now();
     loop {
@@ -46,6 +48,7 @@ pub(super) async fn run(ctrl: Arc<Controller>) {
                 }
             }
         }
+        probe_overdue(&ctrl).await;
         fence_expired(&ctrl).await;
         if ctrl.config.auto_leader_rebalance
             && last_rebalance.elapsed() >= ctrl.config.leader_imbalance_check_interval
@@ -92,32 +95,120 @@ async fn fence_expired(ctrl: &Controller) {
             .expired(&image, Instant::now())
     };
     for id in expired {
-        let _serial = ctrl.write_lock.lock().await;
-        let Ok(image) = ctrl.leader_image().await else {
-            return;
-        };
-        let Some(b) = image.brokers.get(&id).filter(|b| !b.fenced) else {
-            continue;
-        };
-        let mut records = vec![MetadataRecord::BrokerFence(BrokerFenceRecord {
-            version: RECORD_VERSION,
+        fence(
+            ctrl,
             id,
-            incarnation: b.incarnation,
-            fenced: true,
-        })];
-        let moved = election::on_fenced(&image, id, &ctrl.config.topic_defaults);
-        let partitions = moved.len();
-        records.extend(moved);
-        match ctrl.commit(records).await {
-            Ok(offset) => tracing::warn!(
-                node = id.0,
-                broker_epoch = b.epoch,
-                session_timeout_ms = ctrl.config.session_timeout.as_millis() as u64,
-                partitions_changed = partitions,
-                metadata_offset = offset,
-                "broker fenced: no heartbeat within its session"
-            ),
-            Err(e) => tracing::warn!(node = id.0, error = %e, "fencing not committed"),
+            None,
+            "broker fenced: no heartbeat within its session",
+        )
+        .await;
+    }
+}
+
+/// A broker is probed once its next heartbeat is a fifth of an interval late (heartbeats
+/// arrive an interval plus a round trip apart).
+fn probe_after(config: &super::ControllerConfig) -> Duration {
+    config.heartbeat_interval * 6 / 5
+}
+
+/// Fences, ahead of their session, overdue brokers whose process is gone (`probe.rs`): a
+/// killed broker's leaderships move about a heartbeat interval after its last heartbeat
+/// instead of a whole session. A paused, cut-off or slow broker waits out its session as
+/// before.
+async fn probe_overdue(ctrl: &Controller) {
+    let overdue: Vec<_> = {
+        let image = ctrl.sm.image();
+        let ids = ctrl.liveness.lock().expect("liveness lock").overdue(
+            &image,
+            Instant::now(),
+            probe_after(&ctrl.config),
+        );
+        ids.into_iter()
+            .filter_map(|id| {
+                image
+                    .brokers
+                    .get(&id)
+                    .map(|b| (id, b.incarnation, probe_addr(b)))
+            })
+            .collect()
+    };
+    if overdue.is_empty() {
+        return;
+    }
+    let limit = (ctrl.config.heartbeat_interval / 2).max(Duration::from_millis(20));
+    let mut probes = tokio::task::JoinSet::new();
+    for (id, incarnation, addr) in overdue {
+        probes.spawn(async move {
+            let refused = probe::refuses(&addr, limit).await;
+            (id, incarnation, addr, refused)
+        });
+    }
+    while let Some(Ok((id, incarnation, addr, refused))) = probes.join_next().await {
+        if !refused {
+            continue;
         }
+        tracing::info!(
+            node = id.0,
+            addr,
+            "overdue broker refuses connections: its process is gone"
+        );
+        fence(
+            ctrl,
+            id,
+            Some(incarnation),
+            "broker fenced: missed heartbeats and its address refuses connections",
+        )
+        .await;
+    }
+}
+
+/// Where to look for a broker's process: its controller listener (the inter-node address),
+/// else its client listener.
+fn probe_addr(b: &crate::image::BrokerInfo) -> String {
+    if b.controller_addr.is_empty() {
+        format!("{}:{}", b.host, b.port)
+    } else {
+        b.controller_addr.clone()
+    }
+}
+
+/// Fences broker `id` (only its incarnation `only`, when given: a process that registered
+/// since is not the one that was judged) and moves the partitions it led.
+async fn fence(
+    ctrl: &Controller,
+    id: ferrymq_types::NodeId,
+    only: Option<uuid::Uuid>,
+    why: &'static str,
+) {
+    let _serial = ctrl.write_lock.lock().await;
+    let Ok(image) = ctrl.leader_image().await else {
+        return;
+    };
+    let Some(b) = image
+        .brokers
+        .get(&id)
+        .filter(|b| !b.fenced && only.is_none_or(|i| i == b.incarnation))
+    else {
+        return;
+    };
+    let mut records = vec![MetadataRecord::BrokerFence(BrokerFenceRecord {
+        version: RECORD_VERSION,
+        id,
+        incarnation: b.incarnation,
+        fenced: true,
+    })];
+    let moved = election::on_fenced(&image, id, &ctrl.config.topic_defaults);
+    let partitions = moved.len();
+    records.extend(moved);
+    match ctrl.commit(records).await {
+        Ok(offset) => tracing::warn!(
+            node = id.0,
+            broker_epoch = b.epoch,
+            session_timeout_ms = ctrl.config.session_timeout.as_millis() as u64,
+            partitions_changed = partitions,
+            metadata_offset = offset,
+            "{why}"
+        ),
+        Err(e) => tracing::warn!(node = id.0, error = %e, "fencing not committed"),
     }
 }

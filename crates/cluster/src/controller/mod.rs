@@ -13,6 +13,8 @@
 mod duties;
 mod peer;
 pub mod plan;
+mod probe;
+mod stand_in;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -135,6 +137,8 @@ pub struct Controller {
     incarnation: Uuid,
     broker_state: watch::Sender<BrokerState>,
     stop: watch::Receiver<bool>,
+    /// When a Raft leader's AppendEntries (or heartbeat) last reached this node.
+    leader_contact: Mutex<Option<std::time::Instant>>,
 }
 
 impl std::fmt::Debug for Controller {
@@ -257,6 +261,7 @@ impl Controller {
             incarnation: Uuid::new_v4(),
             broker_state,
             stop: stop.clone(),
+            leader_contact: Mutex::new(None),
         });
         ctrl.topics_created
             .store(ctrl.sm.image().topics.len(), Ordering::Relaxed);
@@ -265,6 +270,7 @@ impl Controller {
             tokio::spawn(rpc::serve(listener, ctrl.clone(), stop.clone()));
         }
         tokio::spawn(duties::run(ctrl.clone()));
+        tokio::spawn(stand_in::run(ctrl.clone()));
         tokio::spawn(lifecycle::run(ctrl.clone()));
         Ok(ctrl)
     }

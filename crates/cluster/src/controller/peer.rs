@@ -39,6 +39,8 @@ impl PeerHandler for Controller {
         }
         match req.body {
             RequestBody::AppendEntries(r) => {
+                *self.leader_contact.lock().expect("leader contact lock") =
+                    Some(std::time::Instant::now());
                 ResponseBody::AppendEntries(self.raft.append_entries(r).await)
             }
             RequestBody::Vote(r) => ResponseBody::Vote(self.raft.vote(r).await),
