@@ -83,6 +83,7 @@ async fn an_isolated_leader_answers_not_leader_within_seconds_not_at_the_request
     };
     let leader = c.partitions(TOPIC, None).await.unwrap()[0].leader as usize;
     let (code, took) = produce_to_cut_off(&c, leader, 0).await;
+    eprintln!("isolated leader answered {code} after {took:?}");
     assert_eq!(code, NOT_LEADER, "answered {code} after {took:?}");
     assert!(took < Duration::from_secs(5), "answered after {took:?}");
     // Its Metadata no longer names itself leader of what it led.

@@ -35,7 +35,7 @@ pub const SETTINGS: &[Setting] = &[
     s("controller.listen", "", "Controller listener (Raft and broker-to-controller RPCs); needed in a cluster (flag --controller-listen)."),
     s("controller.voters", "", "Controller quorum voters as id@host:port,...; empty runs a single-node quorum (flag --controller-voters)."),
     s("broker.heartbeat.interval.ms", "250", "How often a broker heartbeats to the active controller."),
-    s("broker.session.timeout.ms", "1000", "A broker without a heartbeat for this long is fenced and its partitions move."),
+    s("broker.session.timeout.ms", "1000", "A broker without a heartbeat for this long is fenced and its partitions move (sooner when its address refuses connections: the process is gone)."),
     s("admin.listen", "127.0.0.1:9644", "Admin HTTP listener: /metrics, /health/*, /v1/* (docs/admin-api.md); port 0 picks a free port (logged); empty disables it (flag --admin-listen)."),
     s("admin.token", "", "Bearer token required by mutating admin endpoints once set; without one they accept loopback clients only. Never logged or shown by DescribeConfigs."),
     s("replica.lag.time.max.ms", "10000", "A follower not caught up with its leader for this long leaves the ISR."),

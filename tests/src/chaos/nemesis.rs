@@ -388,7 +388,16 @@ async fn net_fault(
     inject: impl FnOnce(&super::net::Namespaces) -> Result<()>,
 ) -> Result<()> {
     let i = cx.rec.fault(kind.name(), detail, led);
+    let started = std::time::Instant::now();
     let injected = inject(cx.namespaces()?);
+    let took = started.elapsed();
+    if took > Duration::from_millis(100) {
+        // The window is measured from the fault's start: say when the rules were all in.
+        cx.rec.note(
+            i,
+            format!("network rules took {} ms to apply", took.as_millis()),
+        );
+    }
     if injected.is_ok() {
         tokio::time::sleep(cx.holds.network).await;
     }

@@ -142,6 +142,11 @@ impl ClientContext for DeliveryRecorder {
 /// e.g. `metadata,topic,broker,eos,fetch`), on stderr with wall-clock milliseconds to line up
 /// with the brokers' logs when a failover takes longer than the cluster did.
 fn client_log(client: &str, fac: &str, message: &str) {
+    // Not asked for: dropped, as the default context does without a `log` backend.
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    if !*ON.get_or_init(|| std::env::var_os("FERRYMQ_CHAOS_CLIENT_DEBUG").is_some()) {
+        return;
+    }
     let ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis())

@@ -253,24 +253,34 @@ impl PeerClient {
     }
 
     /// Sends a request and waits for its answer, at most `timeout`.
+    ///
+    /// Cancellation-safe: the connection is taken out of the slot for the exchange and put
+    /// back only after its answer was read, so a call dropped half-way (a caller's own, shorter
+    /// timeout) closes the connection instead of leaving its answer to be read as the next
+    /// call's. That happened: heartbeats read the answers of cancelled AlterPartition calls, and
+    /// a broker cut off from the controller read a backlog of stale heartbeat answers as fresh
+    /// ones and saw its session lost seconds late (chaos harness, isolate-leader).
     pub async fn call(
         &self,
         req: &PeerRequest,
         timeout: Duration,
     ) -> std::io::Result<ResponseBody> {
-        let mut guard = self.conn.lock().await;
+        let mut slot = self.conn.lock().await;
         let result = tokio::time::timeout(timeout, async {
-            if guard.is_none() {
-                *guard = Some(connect(&self.addr).await?);
-            }
-            let stream = guard.as_mut().expect("connected above");
-            write_frame(stream, req).await?;
-            read_frame::<ResponseBody>(stream).await?.ok_or_else(|| {
-                std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    "peer closed the connection",
-                )
-            })
+            let mut stream = match slot.take() {
+                Some(s) => s,
+                None => connect(&self.addr).await?,
+            };
+            write_frame(&mut stream, req).await?;
+            let answer = read_frame::<ResponseBody>(&mut stream)
+                .await?
+                .ok_or_else(|| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "peer closed the connection",
+                    )
+                })?;
+            Ok((stream, answer))
         })
         .await
         .unwrap_or_else(|_| {
@@ -279,10 +289,9 @@ impl PeerClient {
                 "peer call timed out",
             ))
         });
-        if result.is_err() {
-            *guard = None;
-        }
-        result
+        let (stream, answer) = result?;
+        *slot = Some(stream);
+        Ok(answer)
     }
 }
 
@@ -327,5 +336,62 @@ pub async fn serve<H: PeerHandler>(
                 }
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Answers a heartbeat from node N with `Refused { reason: N }` after N × 10 ms, so every
+    /// answer names the request it belongs to and the first is slow.
+    struct Echo;
+
+    impl PeerHandler for Echo {
+        async fn handle(&self, req: PeerRequest) -> ResponseBody {
+            tokio::time::sleep(Duration::from_millis(req.from * 10)).await;
+            ResponseBody::Refused {
+                reason: req.from.to_string(),
+            }
+        }
+    }
+
+    fn heartbeat_from(node: u64) -> PeerRequest {
+        PeerRequest {
+            cluster_id: String::new(),
+            from: node,
+            body: RequestBody::Heartbeat(Heartbeat {
+                node_id: ferrymq_types::NodeId(node as i32),
+                incarnation: Uuid::nil(),
+                applied_offset: 0,
+                want_shutdown: false,
+            }),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_call_dropped_half_way_never_hands_its_answer_to_the_next_call() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let (_stop_tx, stop) = watch::channel(false);
+        tokio::spawn(serve(listener, Arc::new(Echo), stop));
+        let client = PeerClient::new(addr);
+        // Dropped by the caller's own timeout after the request went out, before the answer.
+        let slow = tokio::time::timeout(
+            Duration::from_millis(100),
+            client.call(&heartbeat_from(30), Duration::from_secs(5)),
+        )
+        .await;
+        assert!(slow.is_err(), "the slow call was meant to be cut short");
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        for node in [1, 2] {
+            match client
+                .call(&heartbeat_from(node), Duration::from_secs(5))
+                .await
+            {
+                Ok(ResponseBody::Refused { reason }) => assert_eq!(reason, node.to_string()),
+                other => panic!("call from {node} answered {other:?}"),
+            }
+        }
     }
 }

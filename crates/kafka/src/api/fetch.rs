@@ -114,6 +114,7 @@ pub async fn handle(
 fn with_leader_hints(ctx: &Arc<ServerContext>, mut resp: FetchResponse) -> FetchResponse {
     use kafka_protocol::messages::fetch_response::{LeaderIdAndEpoch, NodeEndpoint};
     let image = ctx.broker.metadata();
+    let me = ctx.broker.config().node_id;
     let moved = [
         ResponseError::NotLeaderOrFollower.code(),
         ResponseError::FencedLeaderEpoch.code(),
@@ -139,7 +140,11 @@ fn with_leader_hints(ctx: &Arc<ServerContext>, mut resp: FetchResponse) -> Fetch
             let Some(leader) = info
                 .leader
                 .and_then(|l| image.brokers.get(&l))
-                .filter(|b| !b.fenced)
+                // Never this broker: it has just said it does not lead. A cut-off broker's
+                // image still names itself, and the hint would send the client straight back
+                // (seen in the chaos harness: NOT_LEADER answers "updated with leader 2" by
+                // node 2 itself); without a hint the client asks Metadata elsewhere.
+                .filter(|b| !b.fenced && b.id != me)
             else {
                 continue;
             };

@@ -138,6 +138,7 @@ pub async fn handle(
 /// retries there at once instead of refreshing metadata first.
 fn with_leader_hints(ctx: &Arc<ServerContext>, mut resp: ProduceResponse) -> ProduceResponse {
     let image = ctx.broker.metadata();
+    let me = ctx.broker.config().node_id;
     let mut endpoints = Vec::new();
     for t in &mut resp.responses {
         for p in &mut t.partition_responses {
@@ -157,7 +158,11 @@ fn with_leader_hints(ctx: &Arc<ServerContext>, mut resp: ProduceResponse) -> Pro
             let Some(leader) = info
                 .leader
                 .and_then(|l| image.brokers.get(&l))
-                .filter(|b| !b.fenced)
+                // Never this broker: it has just said it does not lead. A cut-off broker's
+                // image still names itself, and the hint would send the client straight back
+                // (seen in the chaos harness: NOT_LEADER answers "updated with leader 2" by
+                // node 2 itself); without a hint the client asks Metadata elsewhere.
+                .filter(|b| !b.fenced && b.id != me)
             else {
                 continue;
             };
