@@ -78,6 +78,8 @@ impl BrokerNode {
         writeln!(log, "{LAUNCH_MARKER} node {}", self.id)?;
         let child = Command::new(&self.bin)
             .arg("serve")
+            // Several nodes on one machine: each takes a free admin port, not the default.
+            .args(["--admin-listen", "127.0.0.1:0"])
             .args(&self.args)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)

@@ -83,6 +83,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     command
         .arg("serve")
         .args(["--listen", &addr.to_string()])
+        .args(["--admin-listen", "127.0.0.1:0"])
         .arg("--data-dir")
         .arg(work_dir.join("data"))
         .args(["--override", "log.cleaner.backoff.ms=1000"])
