@@ -185,6 +185,9 @@ async fn a_paused_broker_is_fenced_and_returns_when_resumed() {
     );
 }
 
+/// The controller's log line for a broker fenced because its address refused connections.
+const FENCED_REFUSED: &str = "broker fenced: missed heartbeats and its address refuses connections";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_active_controller_elects_another_and_changes_resume() {
     let mut c = Cluster::start(3, 3, &[]).unwrap();
@@ -226,9 +229,7 @@ async fn killing_the_active_controller_elects_another_and_changes_resume() {
         .await
         .unwrap();
     assert!(
-        c.node(now_active)
-            .log()
-            .contains("broker fenced: missed heartbeats and its address refuses connections"),
+        c.node(now_active).log().contains(FENCED_REFUSED),
         "the new controller {now_active} fenced {active} only at its session's end"
     );
 }
@@ -247,9 +248,7 @@ async fn a_killed_broker_is_fenced_as_soon_as_its_address_refuses_connections() 
         .await
         .unwrap();
     assert!(
-        c.node(active)
-            .log()
-            .contains("broker fenced: missed heartbeats and its address refuses connections"),
+        c.node(active).log().contains(FENCED_REFUSED),
         "{}",
         c.node(active).log()
     );

@@ -1,8 +1,9 @@
 //! A leader cut off from the controller and from its followers (a network partition; needs
 //! root for the namespaces, skipped with a message otherwise) stops acting as leader once its
 //! session is gone: a pending acks=all produce is answered NOT_LEADER_OR_FOLLOWER within a few
-//! seconds instead of waiting out its timeout, new produces are refused, and its Metadata names
-//! no leader for what it led, so clients go to the new leader. Found by the chaos harness's
+//! seconds instead of waiting out its timeout, new produces are refused, neither names itself as the
+//! leader to retry on (KIP-951 hint), and its Metadata names no leader for what it led, so
+//! clients go to the new leader. Found by the chaos harness's
 //! isolate-leader fault, whose failover took as long as the client's request timeout.
 
 use std::time::{Duration, Instant};
@@ -53,9 +54,10 @@ async fn cluster_with_topic(dir: &std::path::Path, partitions: i32) -> Option<Ch
     Some(c)
 }
 
-/// Cuts `node` off from the others, sends it an acks=all produce for `partition` and returns
-/// the error code and how long the answer took.
-async fn produce_to_cut_off(c: &ChaosCluster, node: usize, partition: i32) -> (i16, Duration) {
+/// Cuts `node` off from the others, sends it an acks=all produce (v10, with KIP-951 hints) for
+/// `partition` and returns the error code, how long the answer took, and the leader its hint
+/// names (-1 for none).
+async fn produce_to_cut_off(c: &ChaosCluster, node: usize, partition: i32) -> (i16, Duration, i32) {
     let mut raw = RawClient::connect(&c.nodes[node - 1].addr).await.unwrap();
     c.namespaces().unwrap().split(&[node]).unwrap();
     let started = Instant::now();
@@ -68,10 +70,12 @@ async fn produce_to_cut_off(c: &ChaosCluster, node: usize, partition: i32) -> (i
             .with_partition_data(vec![PartitionProduceData::default()
                 .with_index(partition)
                 .with_records(Some(records))])]);
-    let resp = raw.call(&req, 9).await.unwrap();
+    let resp = raw.call(&req, 10).await.unwrap();
+    let p = &resp.responses[0].partition_responses[0];
     (
-        resp.responses[0].partition_responses[0].error_code,
+        p.error_code,
         started.elapsed(),
+        p.current_leader.leader_id.0,
     )
 }
 
@@ -82,10 +86,15 @@ async fn an_isolated_leader_answers_not_leader_within_seconds_not_at_the_request
         return;
     };
     let leader = c.partitions(TOPIC, None).await.unwrap()[0].leader as usize;
-    let (code, took) = produce_to_cut_off(&c, leader, 0).await;
+    let (code, took, hint) = produce_to_cut_off(&c, leader, 0).await;
     eprintln!("isolated leader answered {code} after {took:?}");
     assert_eq!(code, NOT_LEADER, "answered {code} after {took:?}");
     assert!(took < Duration::from_secs(5), "answered after {took:?}");
+    // Its stale image still names itself leader; the hint must not send the client back.
+    assert_ne!(
+        hint, leader as i32,
+        "NOT_LEADER answer names the answering broker"
+    );
     // Its Metadata no longer names itself leader of what it led.
     let mut raw = RawClient::connect(&c.nodes[leader - 1].addr).await.unwrap();
     let md = raw
@@ -120,7 +129,7 @@ async fn an_isolated_active_controller_gives_up_its_own_leaderships_within_secon
         .find(|p| p.leader as usize == ctl)
         .map(|p| p.partition)
         .expect("placement spreads leaders over every node");
-    let (code, took) = produce_to_cut_off(&c, ctl, partition).await;
+    let (code, took, _) = produce_to_cut_off(&c, ctl, partition).await;
     assert_eq!(code, NOT_LEADER, "answered {code} after {took:?}");
     assert!(took < Duration::from_secs(5), "answered after {took:?}");
     c.namespaces().unwrap().heal().unwrap();
@@ -211,14 +220,28 @@ async fn an_offset_commit_to_a_cut_off_coordinator_is_not_acknowledged() {
         return;
     };
     let group = "cut-off-group";
-    let coordinator = coordinator_of(&c, group).await;
+    coordinator_of(&c, group).await;
     c.wait_healthy(&[TOPIC, "__consumer_offsets"], 3, Duration::from_secs(60))
         .await
         .unwrap();
-    let mut raw = RawClient::connect(&c.nodes[coordinator - 1].addr)
-        .await
-        .unwrap();
-    assert_eq!(commit_offset(&mut raw, group, 5).await, 0);
+    // Right after `__consumer_offsets` is created its leaders may still move: ask again until
+    // the coordinator named takes the commit.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (coordinator, mut raw) = loop {
+        let coordinator = coordinator_of(&c, group).await;
+        let mut raw = RawClient::connect(&c.nodes[coordinator - 1].addr)
+            .await
+            .unwrap();
+        let code = commit_offset(&mut raw, group, 5).await;
+        if code == 0 {
+            break (coordinator, raw);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "commit of 5 still answered {code}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     c.namespaces().unwrap().split(&[coordinator]).unwrap();
     let started = Instant::now();
     let code = commit_offset(&mut raw, group, 10).await;

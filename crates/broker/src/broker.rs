@@ -22,7 +22,7 @@ use crate::fetch::{self, FetchParams};
 use crate::group::GroupCoordinator;
 use crate::log_writer::{Durability, LogWriter};
 use crate::metrics;
-use crate::partition::{AckState, ListedOffset, OffsetSpec, Partition, ReadBound, ReadOutcome};
+use crate::partition::{ListedOffset, OffsetSpec, Partition, ReadBound, ReadOutcome};
 use crate::partitions::{read_startup_state, Partitions};
 use crate::producer_ids::ProducerIdPool;
 use crate::replication::fetcher::ReplicaFetchers;
@@ -405,31 +405,24 @@ impl Broker {
                 // it cannot be: leadership moved, or the ISR fell below min.insync.replicas.
                 // For an idempotent retry the batch is the original, already appended.
                 let target = append.last_offset.next();
-                let wait = async {
+                // Cut off for a session: the batch may never commit here; answering now
+                // lets the client retry on the new leader instead of waiting out its request
+                // timeout.
+                let cut = async {
                     loop {
-                        match partition.ack_state(target, epoch) {
-                            AckState::Done => return Ok(()),
-                            AckState::Failed(e) => return Err(e),
-                            AckState::Wait => {}
+                        let lost = session.wait_for(|s| s.session_lost).await.is_err();
+                        if cut_off(true, &contact, clock.now_ms(), session_ms) || lost {
+                            return;
                         }
-                        // Cut off for a session: the batch may never commit here; answering
-                        // now lets the client retry on the new leader instead of waiting out
-                        // its request timeout.
-                        let cut = async {
-                            loop {
-                                let lost = session.wait_for(|s| s.session_lost).await.is_err();
-                                if cut_off(true, &contact, clock.now_ms(), session_ms) || lost {
-                                    return;
-                                }
-                                tokio::time::sleep(CUT_OFF_RECHECK).await;
-                            }
-                        };
-                        tokio::select! {
-                            changed = hw.changed() => if changed.is_err() {
-                                return Err(BrokerError::NotLeaderOrFollower);
-                            },
-                            () = cut => return Err(BrokerError::NotLeaderOrFollower),
-                        }
+                        tokio::time::sleep(CUT_OFF_RECHECK).await;
+                    }
+                };
+                let wait = async {
+                    tokio::select! {
+                        // A batch already replicated is answered even if cut off since.
+                        biased;
+                        replicated = partition.replicated(target, epoch, &mut hw) => replicated,
+                        () = cut => Err(BrokerError::NotLeaderOrFollower),
                     }
                 };
                 match tokio::time::timeout(timeout, wait).await {

@@ -151,7 +151,7 @@ impl Inner {
 
 /// What an acks=all produce waiting for `target` should do now.
 #[derive(Debug)]
-pub enum AckState {
+enum AckState {
     /// The HW passed the batch: answer success.
     Done,
     /// Keep waiting.
@@ -388,8 +388,30 @@ impl Partition {
         }
     }
 
+    /// Waits until every in-sync replica has the offsets below `target` (the high watermark
+    /// passed it), or until it cannot: leadership moved away from `epoch`, or the ISR fell
+    /// below min.insync.replicas. The acks=all wait of produce and of group writes. `hw` must
+    /// be subscribed before the append, so that no move of the high watermark is missed.
+    pub async fn replicated(
+        &self,
+        target: Offset,
+        epoch: LeaderEpoch,
+        hw: &mut watch::Receiver<Offset>,
+    ) -> Result<(), BrokerError> {
+        loop {
+            match self.ack_state(target, epoch) {
+                AckState::Done => return Ok(()),
+                AckState::Failed(e) => return Err(e),
+                AckState::Wait => {}
+            }
+            if hw.changed().await.is_err() {
+                return Err(BrokerError::NotLeaderOrFollower);
+            }
+        }
+    }
+
     /// Where an acks=all produce waiting for the HW to reach `target` in `epoch` stands.
-    pub fn ack_state(&self, target: Offset, epoch: LeaderEpoch) -> AckState {
+    fn ack_state(&self, target: Offset, epoch: LeaderEpoch) -> AckState {
         let inner = self.lock();
         if inner.leader != Some(self.node_id) || inner.leader_epoch != epoch {
             return AckState::Failed(BrokerError::NotLeaderOrFollower);

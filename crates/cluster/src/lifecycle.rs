@@ -88,13 +88,11 @@ pub async fn run(ctrl: Arc<Controller>) {
         // see its session lost when it runs out, not a call timeout later (its leaderships
         // are gone by then and its clients are waiting for NOT_LEADER_OR_FOLLOWER).
         // Once lost, calls get their full time again, so a slow controller is still heard.
-        let session_left = last_answer
-            .map(|t| ctrl.config().session_timeout.saturating_sub(t.elapsed()))
-            .filter(|left| !left.is_zero())
-            .map_or(Duration::MAX, |left| left.max(Duration::from_millis(10)));
-        let call_max = (interval * 2)
-            .min(ctrl.config().session_timeout)
-            .min(session_left);
+        let session = ctrl.config().session_timeout;
+        let mut call_max = (interval * 2).min(session);
+        if let Some(left) = last_answer.and_then(|t| session.checked_sub(t.elapsed())) {
+            call_max = call_max.min(left.max(Duration::from_millis(10)));
+        }
         let answer = tokio::time::timeout(call_max, ctrl.call_controller(node, &addr, body))
             .await
             .unwrap_or_else(|_| {

@@ -20,7 +20,7 @@ use super::error::GroupError;
 use super::records::{decode_group_value, decode_key, decode_offset_value, RecordKey};
 use super::state::{CommittedOffset, GroupSnapshot};
 use crate::log_writer::{AppendQueue, Durability, PendingAppend};
-use crate::partition::{AckState, Partition, ReadBound};
+use crate::partition::{Partition, ReadBound};
 use crate::BrokerError;
 
 /// Bytes read from the log per step of a replay.
@@ -50,27 +50,14 @@ impl PendingWrite {
             Err(_) => return Err(GroupError::Storage("log writer stopped".into())),
         };
         let target = appended.info().last_offset.next();
-        let (partition, epoch) = (self.partition, self.epoch);
-        let replicated = async {
-            loop {
-                match partition.ack_state(target, epoch) {
-                    AckState::Done => return Ok(()),
-                    AckState::Failed(BrokerError::NotLeaderOrFollower) => {
-                        return Err(GroupError::NotCoordinator)
-                    }
-                    AckState::Failed(e) => return Err(GroupError::Storage(e.to_string())),
-                    AckState::Wait => {}
-                }
-                if self.hw.changed().await.is_err() {
-                    return Err(GroupError::NotCoordinator);
-                }
-            }
-        };
+        let replicated = self.partition.replicated(target, self.epoch, &mut self.hw);
         match tokio::time::timeout(REPLICATION_WAIT, replicated).await {
-            Ok(result) => result,
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(BrokerError::NotLeaderOrFollower)) => Err(GroupError::NotCoordinator),
+            Ok(Err(e)) => Err(GroupError::Storage(e.to_string())),
             Err(_) => Err(GroupError::Storage(format!(
                 "{} not replicated to the ISR within {REPLICATION_WAIT:?}",
-                partition.tp()
+                self.partition.tp()
             ))),
         }
     }

@@ -115,37 +115,31 @@ fn with_leader_hints(ctx: &Arc<ServerContext>, mut resp: FetchResponse) -> Fetch
     use kafka_protocol::messages::fetch_response::{LeaderIdAndEpoch, NodeEndpoint};
     let image = ctx.broker.metadata();
     let me = ctx.broker.config().node_id;
-    let moved = [
-        ResponseError::NotLeaderOrFollower.code(),
-        ResponseError::FencedLeaderEpoch.code(),
-    ];
     let mut endpoints: Vec<NodeEndpoint> = Vec::new();
     for t in &mut resp.responses {
+        // Every fetch answer passes here: nothing is looked up unless a partition moved.
+        if !t
+            .partitions
+            .iter()
+            .any(|p| super::leader_moved(p.error_code))
+        {
+            continue;
+        }
         let topic = image
             .topic_by_id(&t.topic_id)
-            .or_else(|| image.topic(t.topic.0.as_str()))
-            .cloned();
+            .or_else(|| image.topic(t.topic.0.as_str()));
         let Some(topic) = topic else { continue };
-        for p in t
-            .partitions
-            .iter_mut()
-            .filter(|p| moved.contains(&p.error_code))
-        {
+        for p in &mut t.partitions {
+            if !super::leader_moved(p.error_code) {
+                continue;
+            }
             let Some(info) = topic
                 .partitions
                 .get(&ferrymq_types::PartitionId(p.partition_index))
             else {
                 continue;
             };
-            let Some(leader) = info
-                .leader
-                .and_then(|l| image.brokers.get(&l))
-                // Never this broker: it has just said it does not lead. A cut-off broker's
-                // image still names itself, and the hint would send the client straight back
-                // (seen in the chaos harness: NOT_LEADER answers "updated with leader 2" by
-                // node 2 itself); without a hint the client asks Metadata elsewhere.
-                .filter(|b| !b.fenced && b.id != me)
-            else {
+            let Some(leader) = super::leader_hint(&image, info, me) else {
                 continue;
             };
             p.current_leader = LeaderIdAndEpoch::default()

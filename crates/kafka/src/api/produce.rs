@@ -142,11 +142,7 @@ fn with_leader_hints(ctx: &Arc<ServerContext>, mut resp: ProduceResponse) -> Pro
     let mut endpoints = Vec::new();
     for t in &mut resp.responses {
         for p in &mut t.partition_responses {
-            let moved = [
-                ResponseError::NotLeaderOrFollower.code(),
-                ResponseError::FencedLeaderEpoch.code(),
-            ];
-            if !moved.contains(&p.error_code) {
+            if !super::leader_moved(p.error_code) {
                 continue;
             }
             let Some(info) = image
@@ -155,15 +151,7 @@ fn with_leader_hints(ctx: &Arc<ServerContext>, mut resp: ProduceResponse) -> Pro
             else {
                 continue;
             };
-            let Some(leader) = info
-                .leader
-                .and_then(|l| image.brokers.get(&l))
-                // Never this broker: it has just said it does not lead. A cut-off broker's
-                // image still names itself, and the hint would send the client straight back
-                // (seen in the chaos harness: NOT_LEADER answers "updated with leader 2" by
-                // node 2 itself); without a hint the client asks Metadata elsewhere.
-                .filter(|b| !b.fenced && b.id != me)
-            else {
+            let Some(leader) = super::leader_hint(&image, info, me) else {
                 continue;
             };
             p.current_leader = LeaderIdAndEpoch::default()
