@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 use kafka_protocol::messages::metadata_response::MetadataResponseTopic;
 use kafka_protocol::messages::{DescribeClusterRequest, MetadataRequest, MetadataResponse};
 
-use crate::{free_port, BrokerProcess, RawClient};
+use crate::{free_ports, BrokerProcess, RawClient};
 
 /// Cluster tests run one at a time within a test binary: a few 3-node clusters at once would
 /// make the 2-core machine itself the fault under test.
@@ -30,7 +30,7 @@ impl Cluster {
         let slot = ONE_CLUSTER_AT_A_TIME
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let ctl_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let ctl_ports = free_ports(n);
         let voter_list: Vec<String> = (0..voters.min(n))
             .map(|i| format!("{}@127.0.0.1:{}", i + 1, ctl_ports[i]))
             .collect();

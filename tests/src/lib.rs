@@ -38,6 +38,19 @@ pub fn ferrymq_bin() -> PathBuf {
     bin
 }
 
+/// `n` different free TCP ports on loopback (bound then released; the brokers bind them right
+/// after).
+pub fn free_ports(n: usize) -> Vec<u16> {
+    // Held together while chosen, so they differ from each other (two `free_port` calls in a
+    // row can return the same port: a cluster once got one controller port for two nodes).
+    let held: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind port 0"))
+        .collect();
+    held.iter()
+        .map(|l| l.local_addr().expect("addr").port())
+        .collect()
+}
+
 /// A free TCP port on loopback (bound then released; the broker binds it right after).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
