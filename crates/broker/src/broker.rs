@@ -26,8 +26,9 @@ use crate::partition::{ListedOffset, OffsetSpec, Partition, ReadBound, ReadOutco
 use crate::partitions::{read_startup_state, Partitions};
 use crate::producer_ids::ProducerIdPool;
 use crate::replication::fetcher::ReplicaFetchers;
+use crate::replication::gone_leaders::GoneLeaders;
 use crate::replication::replica::ReplicaRead;
-use crate::replication::transport::ReplicaTransport;
+use crate::replication::transport::{Endpoint, ReplicaTransport};
 
 /// Marker file present only after a clean stop.
 pub const CLEAN_SHUTDOWN_MARKER: &str = ".clean-shutdown";
@@ -63,6 +64,10 @@ pub struct Broker {
     controller: Arc<Controller>,
     partitions: Arc<Partitions>,
     fetchers: ReplicaFetchers,
+    /// Leaders whose process looks gone from here (`gone_leaders.rs`).
+    gone_leaders: Arc<GoneLeaders>,
+    /// The fetchers' transport, asked whether a leader closed its connection.
+    transport: Arc<dyn ReplicaTransport>,
     /// Partitions with an ISR change in flight to the controller.
     isr_pending: std::sync::Mutex<std::collections::HashSet<TopicPartition>>,
     writer: LogWriter,
@@ -109,12 +114,14 @@ impl Broker {
             clock.clone(),
         ));
         let (shutdown, stop) = watch::channel(false);
+        let gone_leaders = Arc::new(GoneLeaders::default());
         let fetchers = ReplicaFetchers::new(
             config.node_id,
-            transport,
+            transport.clone(),
             partitions.clone(),
             controller.subscribe(),
             config.fetcher,
+            gone_leaders.clone(),
             stop,
         );
         if let Some(follow) = partitions.apply_image(&controller.image()) {
@@ -146,6 +153,8 @@ impl Broker {
             controller,
             partitions,
             fetchers,
+            gone_leaders,
+            transport,
             isr_pending: std::sync::Mutex::new(std::collections::HashSet::new()),
             writer,
             producer_ids: tokio::sync::Mutex::new(ProducerIdPool::new()),
@@ -271,6 +280,32 @@ impl Broker {
     /// The latest metadata image.
     pub fn metadata(&self) -> Arc<MetadataImage> {
         self.controller.image()
+    }
+
+    /// Live brokers of `image` whose process looks gone from here: their follower fetch
+    /// connection broke or was refused (`gone_leaders.rs`), or has been closed from their
+    /// side although the fetch in flight has not noticed yet (it may be busy appending the
+    /// last answer, and a client asks about the dead broker at the moment it sees the same
+    /// close). Metadata names no leader for their partitions.
+    pub fn gone_leaders(&self, image: &MetadataImage) -> Vec<NodeId> {
+        let mut gone = self.gone_leaders.in_image(image);
+        for source in self.fetchers.sources() {
+            if gone.contains(&source) {
+                continue;
+            }
+            let Some(b) = image.brokers.get(&source).filter(|b| !b.fenced) else {
+                continue;
+            };
+            let endpoint = Endpoint {
+                node: source,
+                host: b.host.clone(),
+                port: b.port,
+            };
+            if self.transport.closed_by_peer(&endpoint) {
+                gone.push(source);
+            }
+        }
+        gone
     }
 
     /// The controller admin requests go to.

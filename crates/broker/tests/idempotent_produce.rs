@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ferrymq_broker::replication::transport::{
-    BoxFuture, Endpoint, ReplicaFetchRequest, ReplicaFetchResult, ReplicaTransport,
+    BoxFuture, Endpoint, ReplicaFetchRequest, ReplicaFetchResult, ReplicaTransport, TransportError,
 };
 use ferrymq_broker::{Acks, Broker, BrokerConfig, BrokerError, Clock, ReadBound, SystemClock};
 use ferrymq_cluster::{Controller, ControllerConfig, CreateTopic, PRODUCER_ID_BLOCK_SIZE};
@@ -31,8 +31,12 @@ impl ReplicaTransport for SingleNode {
         &'a self,
         _to: &'a Endpoint,
         _req: ReplicaFetchRequest,
-    ) -> BoxFuture<'a, Result<Vec<ReplicaFetchResult>, String>> {
-        Box::pin(async { Err("a single node has no leader to fetch from".to_string()) })
+    ) -> BoxFuture<'a, Result<Vec<ReplicaFetchResult>, TransportError>> {
+        Box::pin(async {
+            Err(TransportError::Failed(
+                "a single node has no leader to fetch from".to_string(),
+            ))
+        })
     }
 }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use ferrymq_broker::replication::transport::{
     BoxFuture, Endpoint, ReplicaFetchError, ReplicaFetchRequest, ReplicaFetchResult,
-    ReplicaTransport,
+    ReplicaTransport, TransportError,
 };
 use ferrymq_types::{LeaderEpoch, Offset, TopicPartition};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic, ReplicaState};
@@ -16,7 +16,7 @@ use kafka_protocol::messages::{BrokerId, FetchRequest};
 use kafka_protocol::ResponseError;
 use tokio::sync::Mutex;
 
-use crate::client::Client;
+use crate::client::{Client, ClientError, ConnWatch};
 
 /// Fetch version followers use: topic ids (v13), replica state with broker epoch (v15).
 const REPLICA_FETCH_VERSION: i16 = 15;
@@ -28,6 +28,9 @@ type Slot = Arc<Mutex<Option<Client>>>;
 #[derive(Debug, Default)]
 pub struct KafkaReplicaTransport {
     conns: Mutex<HashMap<(String, u16), Slot>>,
+    /// A watch on each open connection, kept and dropped with it (under its slot's lock), so
+    /// `closed_by_peer` can look while a fetch holds the connection.
+    watches: std::sync::Mutex<HashMap<(String, u16), ConnWatch>>,
 }
 
 impl KafkaReplicaTransport {
@@ -92,36 +95,63 @@ fn error(code: i16) -> Option<ReplicaFetchError> {
     }
 }
 
+/// Sorts a failed call by what it says about the leader's process (`TransportError`).
+fn transport_error(context: &str, e: ClientError) -> TransportError {
+    use std::io::ErrorKind::*;
+    let message = format!("{context}{e}");
+    match &e {
+        ClientError::Io(io) if io.kind() == ConnectionRefused => TransportError::Refused(message),
+        ClientError::Io(io)
+            if matches!(
+                io.kind(),
+                ConnectionReset | ConnectionAborted | UnexpectedEof | BrokenPipe
+            ) =>
+        {
+            TransportError::Broken(message)
+        }
+        _ => TransportError::Failed(message),
+    }
+}
+
 impl ReplicaTransport for KafkaReplicaTransport {
     fn fetch<'a>(
         &'a self,
         to: &'a Endpoint,
         req: ReplicaFetchRequest,
-    ) -> BoxFuture<'a, Result<Vec<ReplicaFetchResult>, String>> {
+    ) -> BoxFuture<'a, Result<Vec<ReplicaFetchResult>, TransportError>> {
         Box::pin(async move {
             let conn = self.conn(to).await;
             let mut guard = conn.lock().await;
             // Long poll at the leader plus time for the data itself.
             let timeout = Duration::from_millis(req.max_wait_ms) + Duration::from_secs(10);
+            let key = (to.host.clone(), to.port);
             if guard.is_none() {
                 let addr = format!("{}:{}", to.host, to.port);
-                *guard = Some(
-                    Client::connect(&addr, Duration::from_secs(5))
-                        .await
-                        .map_err(|e| format!("connecting to {addr}: {e}"))?,
-                );
+                let client = Client::connect(&addr, Duration::from_secs(5))
+                    .await
+                    .map_err(|e| transport_error(&format!("connecting to {addr}: "), e))?;
+                let mut watches = self.watches.lock().expect("watches lock");
+                match client.watch() {
+                    Ok(w) => watches.insert(key.clone(), w),
+                    Err(_) => watches.remove(&key),
+                };
+                *guard = Some(client);
             }
             let client = guard.as_mut().expect("connected above");
             client.set_timeout(timeout);
             let resp = match client.call(&to_request(&req), REPLICA_FETCH_VERSION).await {
                 Ok(r) => r,
                 Err(e) => {
+                    self.watches.lock().expect("watches lock").remove(&key);
                     *guard = None;
-                    return Err(e.to_string());
+                    return Err(transport_error("", e));
                 }
             };
             if resp.error_code != 0 {
-                return Err(format!("fetch refused with error {}", resp.error_code));
+                return Err(TransportError::Failed(format!(
+                    "fetch refused with error {}",
+                    resp.error_code
+                )));
             }
             let mut out = Vec::new();
             for t in resp.responses {
@@ -152,5 +182,13 @@ impl ReplicaTransport for KafkaReplicaTransport {
             }
             Ok(out)
         })
+    }
+
+    fn closed_by_peer(&self, to: &Endpoint) -> bool {
+        self.watches
+            .lock()
+            .expect("watches lock")
+            .get(&(to.host.clone(), to.port))
+            .is_some_and(ConnWatch::closed_by_peer)
     }
 }

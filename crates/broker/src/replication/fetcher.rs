@@ -12,10 +12,11 @@ use ferrymq_types::{NodeId, TopicPartition};
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
+use super::gone_leaders::GoneLeaders;
 use super::replica::FollowerPosition;
 use super::transport::{
     Endpoint, ReplicaFetchError, ReplicaFetchPartition, ReplicaFetchRequest, ReplicaFetchResult,
-    ReplicaTransport,
+    ReplicaTransport, TransportError,
 };
 use crate::partition::Partition;
 use crate::partitions::Partitions;
@@ -47,6 +48,7 @@ pub struct ReplicaFetchers {
     image: watch::Receiver<Arc<MetadataImage>>,
     config: FetcherConfig,
     sources: Mutex<HashMap<NodeId, Source>>,
+    gone: Arc<GoneLeaders>,
     stop: watch::Receiver<bool>,
 }
 
@@ -67,6 +69,7 @@ struct Deps {
     config: FetcherConfig,
     parts: Arc<Mutex<BTreeSet<TopicPartition>>>,
     wake: Arc<Notify>,
+    gone: Arc<GoneLeaders>,
     stop: watch::Receiver<bool>,
 }
 
@@ -78,6 +81,7 @@ impl ReplicaFetchers {
         partitions: Arc<Partitions>,
         image: watch::Receiver<Arc<MetadataImage>>,
         config: FetcherConfig,
+        gone: Arc<GoneLeaders>,
         stop: watch::Receiver<bool>,
     ) -> ReplicaFetchers {
         ReplicaFetchers {
@@ -87,6 +91,7 @@ impl ReplicaFetchers {
             image,
             config,
             sources: Mutex::new(HashMap::new()),
+            gone,
             stop,
         }
     }
@@ -103,6 +108,8 @@ impl ReplicaFetchers {
             if !by_source.contains_key(id) {
                 source.parts.lock().expect("fetcher parts lock").clear();
                 source.wake.notify_one();
+                // Not fetched from any more, so a mark could not be cleared by an answer.
+                self.gone.clear(*id);
             }
         }
         for (id, parts) in by_source {
@@ -113,6 +120,17 @@ impl ReplicaFetchers {
             *source.parts.lock().expect("fetcher parts lock") = parts;
             source.wake.notify_one();
         }
+    }
+
+    /// The leaders fetched from now.
+    pub fn sources(&self) -> Vec<NodeId> {
+        self.sources
+            .lock()
+            .expect("fetchers lock")
+            .iter()
+            .filter(|(_, s)| !s.parts.lock().expect("fetcher parts lock").is_empty())
+            .map(|(id, _)| *id)
+            .collect()
     }
 
     fn spawn(&self, source: NodeId) -> Source {
@@ -127,6 +145,7 @@ impl ReplicaFetchers {
             config: self.config,
             parts: parts.clone(),
             wake: wake.clone(),
+            gone: self.gone.clone(),
             stop: self.stop.clone(),
         };
         Source {
@@ -148,6 +167,8 @@ async fn pause(deps: &mut Deps, d: Duration) {
 
 async fn run(mut deps: Deps) {
     let backoff = Duration::from_millis(deps.config.backoff_ms.max(1));
+    // True after a connection broke and was retried at once; a second break backs off.
+    let mut retried = false;
     loop {
         if *deps.stop.borrow() {
             return;
@@ -176,6 +197,7 @@ async fn run(mut deps: Deps) {
             pause(&mut deps, backoff).await;
             continue;
         };
+        let incarnation = leader.incarnation;
         let endpoint = Endpoint {
             node: deps.source,
             host: leader.host.clone(),
@@ -205,10 +227,35 @@ async fn run(mut deps: Deps) {
         };
         match fetched {
             Err(e) => {
-                tracing::debug!(source = deps.source.0, error = e, "replica fetch failed");
+                tracing::debug!(source = deps.source.0, error = %e, "replica fetch failed");
+                match e {
+                    TransportError::Broken(_) | TransportError::Refused(_) => {
+                        if deps.gone.mark(deps.source, incarnation) {
+                            tracing::info!(
+                                leader = deps.source.0,
+                                error = %e,
+                                "leader's connection lost: its partitions are named without a leader until it answers or is fenced"
+                            );
+                        }
+                    }
+                    TransportError::Failed(_) => {
+                        deps.gone.clear(deps.source);
+                    }
+                }
+                // A broken connection is tried again at once: a refusal then tells a dead
+                // process from a closed connection within a millisecond.
+                if matches!(e, TransportError::Broken(_)) && !retried {
+                    retried = true;
+                    continue;
+                }
+                retried = false;
                 pause(&mut deps, backoff).await;
             }
             Ok(results) => {
+                retried = false;
+                if deps.gone.clear(deps.source) {
+                    tracing::info!(leader = deps.source.0, "leader answers again");
+                }
                 let work: Vec<(Arc<Partition>, FollowerPosition, ReplicaFetchResult)> = followed
                     .into_iter()
                     .filter_map(|(p, pos)| {

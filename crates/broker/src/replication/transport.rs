@@ -88,6 +88,21 @@ pub struct ReplicaFetchResult {
     pub records: Bytes,
 }
 
+/// Why a replica fetch got no answer from the leader.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TransportError {
+    /// Connecting was refused: no process listens at the leader's address.
+    #[error("refused: {0}")]
+    Refused(String),
+    /// An open connection was closed or reset from the leader's side.
+    #[error("connection broke: {0}")]
+    Broken(String),
+    /// Anything else: a timeout, an unreachable host, a malformed or refused answer. Says
+    /// nothing about whether the leader's process is alive.
+    #[error("{0}")]
+    Failed(String),
+}
+
 /// A boxed future, so transports can be used behind `dyn`.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -98,5 +113,12 @@ pub trait ReplicaTransport: Send + Sync + std::fmt::Debug {
         &'a self,
         to: &'a Endpoint,
         req: ReplicaFetchRequest,
-    ) -> BoxFuture<'a, Result<Vec<ReplicaFetchResult>, String>>;
+    ) -> BoxFuture<'a, Result<Vec<ReplicaFetchResult>, TransportError>>;
+
+    /// True if the open connection to `to` has been closed or reset from the other side, as
+    /// far as can be seen without reading from it (a fetch in flight may not have noticed
+    /// yet). False when unknown or not connected.
+    fn closed_by_peer(&self, _to: &Endpoint) -> bool {
+        false
+    }
 }

@@ -1,6 +1,7 @@
 //! What the active controller does besides answering requests: fix the cluster id once, and
-//! fence brokers whose session expired, moving the partitions they led to another in-sync
-//! replica (`election.rs`). Runs on every node and acts only while it leads the quorum.
+//! fence brokers whose session expired or whose process is gone, moving the partitions they
+//! led to another in-sync replica (`election.rs`). Runs on every node and acts only while it
+//! leads the quorum.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,13 +19,19 @@ pub(super) async fn run(ctrl: Arc<Controller>) {
     let mut was_active = false;
     let mut last_rebalance = Instant::now();
     loop {
-        tokio::time::sleep(tick).await;
+        tokio::select! {
+            _ = tokio::time::sleep(tick) => {}
+            // A broken Raft connection is looked at at once, not at the next tick.
+            _ = ctrl.lost_peers.reported() => {}
+        }
         if ctrl.stopping() {
             return;
         }
         let active = ctrl.is_active();
         if !active {
             was_active = false;
+            // Reports made while another node was active are stale.
+            ctrl.lost_peers.take();
             continue;
         }
         if !was_active {
@@ -48,6 +55,7 @@ pub(super) async fn run(ctrl: Arc<Controller>) {
                 }
             }
         }
+        probe_lost(&ctrl).await;
         probe_overdue(&ctrl).await;
         fence_expired(&ctrl).await;
         if ctrl.config.auto_leader_rebalance
@@ -116,28 +124,63 @@ fn probe_after(config: &super::ControllerConfig) -> Duration {
 /// instead of a whole session. A paused, cut-off or slow broker waits out its session as
 /// before.
 async fn probe_overdue(ctrl: &Controller) {
-    let overdue: Vec<_> = {
+    let overdue = {
         let image = ctrl.sm.image();
-        let ids = ctrl.liveness.lock().expect("liveness lock").overdue(
+        ctrl.liveness.lock().expect("liveness lock").overdue(
             &image,
             Instant::now(),
             probe_after(&ctrl.config),
-        );
+        )
+    };
+    probe_and_fence(
+        ctrl,
+        overdue,
+        "broker fenced: missed heartbeats and its address refuses connections",
+    )
+    .await;
+}
+
+/// Fences brokers whose Raft connection broke (`LostPeers`) and whose process is gone: this
+/// controller heartbeats every node each Raft heartbeat interval, so a killed broker is
+/// usually fenced within tens of milliseconds, before it has missed a broker heartbeat.
+async fn probe_lost(ctrl: &Controller) {
+    let lost: Vec<_> = ctrl
+        .lost_peers
+        .take()
+        .into_iter()
+        .filter_map(|id| i32::try_from(id).ok().map(ferrymq_types::NodeId))
+        .filter(|id| *id != ctrl.config.node_id)
+        .collect();
+    probe_and_fence(
+        ctrl,
+        lost,
+        "broker fenced: its connection broke and its address refuses connections",
+    )
+    .await;
+}
+
+/// Probes the live (unfenced) brokers among `ids` at once and fences those whose address
+/// refuses connections. Only a refusal is taken as proof; anything else leaves the broker
+/// to its session.
+async fn probe_and_fence(ctrl: &Controller, ids: Vec<ferrymq_types::NodeId>, why: &'static str) {
+    let targets: Vec<_> = {
+        let image = ctrl.sm.image();
         ids.into_iter()
             .filter_map(|id| {
                 image
                     .brokers
                     .get(&id)
+                    .filter(|b| !b.fenced)
                     .map(|b| (id, b.incarnation, probe_addr(b)))
             })
             .collect()
     };
-    if overdue.is_empty() {
+    if targets.is_empty() {
         return;
     }
     let limit = (ctrl.config.heartbeat_interval / 2).max(Duration::from_millis(20));
     let mut probes = tokio::task::JoinSet::new();
-    for (id, incarnation, addr) in overdue {
+    for (id, incarnation, addr) in targets {
         probes.spawn(async move {
             let refused = probe::refuses(&addr, limit).await;
             (id, incarnation, addr, refused)
@@ -150,15 +193,9 @@ async fn probe_overdue(ctrl: &Controller) {
         tracing::info!(
             node = id.0,
             addr,
-            "overdue broker refuses connections: its process is gone"
+            "broker refuses connections: its process is gone"
         );
-        fence(
-            ctrl,
-            id,
-            Some(incarnation),
-            "broker fenced: missed heartbeats and its address refuses connections",
-        )
-        .await;
+        fence(ctrl, id, Some(incarnation), why).await;
     }
 }
 

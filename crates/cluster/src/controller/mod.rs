@@ -35,7 +35,7 @@ use crate::image::MetadataImage;
 use crate::lifecycle::{self, BrokerState};
 use crate::liveness::Liveness;
 use crate::raft::log_store::LogStore;
-use crate::raft::network::{Identity, Network};
+use crate::raft::network::{Identity, LostPeers, Network};
 use crate::raft::rpc::{self, AdminOp, AdminReply, PeerClient, RequestBody, ResponseBody};
 use crate::raft::state_machine::StateMachine;
 use crate::raft::MetadataRaft;
@@ -139,6 +139,8 @@ pub struct Controller {
     stop: watch::Receiver<bool>,
     /// When a Raft leader's AppendEntries (or heartbeat) last reached this node.
     leader_contact: Mutex<Option<std::time::Instant>>,
+    /// Nodes whose Raft connection broke: probed by the duties while this node is active.
+    lost_peers: Arc<LostPeers>,
 }
 
 impl std::fmt::Debug for Controller {
@@ -217,11 +219,13 @@ impl Controller {
             node_id: config.node_id.0 as u64,
             cluster_id: std::sync::RwLock::new(config.known_cluster_id.clone().unwrap_or_default()),
         });
+        let lost_peers = Arc::new(LostPeers::default());
         let raft = MetadataRaft::new(
             identity.node_id,
             Arc::new(raft_config(config.heartbeat_interval)?),
             Network {
                 identity: identity.clone(),
+                lost: lost_peers.clone(),
             },
             log,
             sm.clone(),
@@ -262,6 +266,7 @@ impl Controller {
             broker_state,
             stop: stop.clone(),
             leader_contact: Mutex::new(None),
+            lost_peers,
         });
         ctrl.topics_created
             .store(ctrl.sm.image().topics.len(), Ordering::Relaxed);

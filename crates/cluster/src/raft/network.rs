@@ -1,6 +1,7 @@
 //! openraft's network: Raft RPCs to other controller nodes over the peer protocol (`rpc.rs`).
 
-use std::sync::Arc;
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
 
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
@@ -35,11 +36,52 @@ impl Identity {
     }
 }
 
+/// Nodes whose Raft connection broke or was refused since the controller last looked. A
+/// leader sends every node a heartbeat each Raft heartbeat interval, so a node killed with
+/// kill -9 shows up here within one: a hint the active controller checks with its own probe
+/// (`controller::duties`) instead of waiting for the node to miss a broker heartbeat. Nothing
+/// is decided on the hint itself.
+#[derive(Debug, Default)]
+pub struct LostPeers {
+    nodes: Mutex<BTreeSet<u64>>,
+    wake: tokio::sync::Notify,
+}
+
+impl LostPeers {
+    /// Records that the connection to `node` broke or was refused.
+    pub fn report(&self, node: u64) {
+        self.nodes.lock().expect("lost peers lock").insert(node);
+        self.wake.notify_one();
+    }
+
+    /// The nodes reported since the last call.
+    pub fn take(&self) -> BTreeSet<u64> {
+        std::mem::take(&mut *self.nodes.lock().expect("lost peers lock"))
+    }
+
+    /// Returns once a node has been reported (at once if one was since the last wait).
+    pub async fn reported(&self) {
+        self.wake.notified().await
+    }
+}
+
+/// True for the errors of a connection whose other end is gone (closed, reset, refused), as
+/// opposed to one that is slow or unreachable (a timeout says nothing about the process).
+pub fn connection_lost(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        ConnectionRefused | ConnectionReset | ConnectionAborted | UnexpectedEof | BrokenPipe
+    )
+}
+
 /// Creates a connection per target node.
 #[derive(Debug, Clone)]
 pub struct Network {
     /// This node.
     pub identity: Arc<Identity>,
+    /// Where broken connections are reported.
+    pub lost: Arc<LostPeers>,
 }
 
 /// Raft RPCs to one node.
@@ -48,6 +90,7 @@ pub struct Connection {
     identity: Arc<Identity>,
     target: u64,
     client: PeerClient,
+    lost: Arc<LostPeers>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -58,6 +101,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             identity: self.identity.clone(),
             target,
             client: PeerClient::new(node.addr.clone()),
+            lost: self.lost.clone(),
         }
     }
 }
@@ -71,7 +115,13 @@ impl Connection {
         option: &RPCOption,
     ) -> Result<ResponseBody, RPCError<u64, BasicNode, E>> {
         let req = self.identity.request(body);
-        match self.client.call(&req, option.hard_ttl()).await {
+        let answer = self.client.call(&req, option.hard_ttl()).await;
+        if let Err(e) = &answer {
+            if connection_lost(e) {
+                self.lost.report(self.target);
+            }
+        }
+        match answer {
             Ok(ResponseBody::Refused { reason }) => Err(RPCError::Unreachable(Unreachable::new(
                 &std::io::Error::other(reason),
             ))),

@@ -27,20 +27,31 @@ pub async fn handle(
     let allow_auto_create =
         (version < 4 || req.allow_auto_topic_creation) && ctx.config.auto_create_topics;
     let mut image = ctx.broker.metadata();
-    // A broker cut off from the controller and its followers has been fenced: it names no
-    // leader for the partitions it led, so clients ask again (elsewhere) instead of coming
-    // back to it.
-    let lost = ctx
-        .broker
-        .is_cut_off()
-        .then_some(ctx.broker.config().node_id);
+    // Leaders named as none (LEADER_NOT_AVAILABLE), so clients ask again soon instead of
+    // coming back to them: this broker itself when it is cut off from the controller and its
+    // followers (it has been fenced), and leaders whose process looks gone from here (their
+    // connection broke or was refused; `gone_leaders.rs`) until the controller moves their
+    // partitions.
+    let me = ctx.broker.config().node_id;
+    let mut unusable = ctx.broker.gone_leaders(&image);
+    if ctx.broker.is_cut_off() {
+        unusable.push(me);
+    }
     let mut topics = Vec::new();
     match &req.topics {
         // `None` (and an empty list before v1) means every topic.
-        None => topics.extend(image.topics.values().map(|t| topic_entry(t, &image, lost))),
-        Some(list) if list.is_empty() && version == 0 => {
-            topics.extend(image.topics.values().map(|t| topic_entry(t, &image, lost)))
-        }
+        None => topics.extend(
+            image
+                .topics
+                .values()
+                .map(|t| topic_entry(t, &image, &unusable)),
+        ),
+        Some(list) if list.is_empty() && version == 0 => topics.extend(
+            image
+                .topics
+                .values()
+                .map(|t| topic_entry(t, &image, &unusable)),
+        ),
         Some(list) => {
             for wanted in list {
                 let by_name = wanted.name.as_ref().map(|n| n.0.to_string());
@@ -49,7 +60,7 @@ pub async fn handle(
                     None => image.topic_by_id(&wanted.topic_id).cloned(),
                 };
                 if let Some(t) = found {
-                    topics.push(topic_entry(&t, &image, lost));
+                    topics.push(topic_entry(&t, &image, &unusable));
                     continue;
                 }
                 let Some(name) = by_name else {
@@ -82,7 +93,7 @@ pub async fn handle(
                     Ok(()) => {
                         image = ctx.broker.metadata();
                         match image.topic(&name) {
-                            Some(t) => topics.push(topic_entry(t, &image, lost)),
+                            Some(t) => topics.push(topic_entry(t, &image, &unusable)),
                             None => topics.push(error_topic(
                                 Some(&name),
                                 wanted.topic_id,
@@ -108,7 +119,6 @@ pub async fn handle(
     // moves its partitions parks them until the next one-second topic scan), but librdkafka
     // then keeps that broker's reconnect backoff, which grows while the broker is down, and a
     // killed broker that restarted and led again within ten seconds was reached seconds late.
-    let me = ctx.broker.config().node_id;
     let brokers = image
         .brokers
         .values()
@@ -188,13 +198,15 @@ fn error_topic(name: Option<&str>, id: uuid::Uuid, e: ResponseError) -> Metadata
 fn topic_entry(
     t: &TopicInfo,
     image: &MetadataImage,
-    lost: Option<ferrymq_types::NodeId>,
+    unusable: &[ferrymq_types::NodeId],
 ) -> MetadataResponseTopic {
     let partitions = t
         .partitions
         .iter()
         .map(|(pid, p)| {
-            let leader = p.leader.filter(|l| image.is_live(*l) && Some(*l) != lost);
+            let leader = p
+                .leader
+                .filter(|l| image.is_live(*l) && !unusable.contains(l));
             let offline: Vec<BrokerId> = p
                 .replicas
                 .iter()

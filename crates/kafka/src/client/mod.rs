@@ -53,6 +53,23 @@ impl ClientError {
     }
 }
 
+/// A duplicate of a client's socket (`Client::watch`), only ever peeked at.
+#[derive(Debug)]
+pub struct ConnWatch(std::net::TcpStream);
+
+impl ConnWatch {
+    /// True if the other side closed or reset the connection: a peek finds the end of the
+    /// stream or an error. Unread answer bytes or nothing to read yet mean it is open. Never
+    /// blocks: the socket is non-blocking (set by tokio, shared by the duplicate).
+    pub fn closed_by_peer(&self) -> bool {
+        match self.0.peek(&mut [0u8; 1]) {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+        }
+    }
+}
+
 /// One connection to a broker.
 #[derive(Debug)]
 pub struct Client {
@@ -80,6 +97,15 @@ impl Client {
             correlation_id: 0,
             timeout,
         })
+    }
+
+    /// A second handle on this connection's socket, to see whether the other side closed it
+    /// while a call is in flight (`ConnWatch`). The socket stays open while either handle
+    /// lives: drop the watch with the client.
+    pub fn watch(&self) -> std::io::Result<ConnWatch> {
+        use std::os::fd::AsFd;
+        let fd = self.stream.as_fd().try_clone_to_owned()?;
+        Ok(ConnWatch(std::net::TcpStream::from(fd)))
     }
 
     /// Changes how long a call may take.
@@ -138,5 +164,33 @@ impl Client {
         })
         .await
         .map_err(|_| ClientError::Timeout(timeout))?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_watch_sees_the_other_side_close_without_reading() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let client = Client::connect(&addr, Duration::from_secs(5))
+            .await
+            .unwrap();
+        let (mut server, _) = listener.accept().await.unwrap();
+        let watch = client.watch().unwrap();
+        assert!(!watch.closed_by_peer(), "open, nothing sent");
+        server.write_all(b"x").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!watch.closed_by_peer(), "open, an unread byte waiting");
+        // The peek took nothing: the client still reads the byte.
+        let mut client = client;
+        let mut byte = [0u8; 1];
+        client.stream.read_exact(&mut byte).await.unwrap();
+        assert_eq!(&byte, b"x");
+        drop(server);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(watch.closed_by_peer(), "closed by the other side");
     }
 }
