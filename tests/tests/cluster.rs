@@ -185,8 +185,17 @@ async fn a_paused_broker_is_fenced_and_returns_when_resumed() {
     );
 }
 
-/// The controller's log line for a broker fenced because its address refused connections.
-const FENCED_REFUSED: &str = "broker fenced: missed heartbeats and its address refuses connections";
+/// The controller's log lines for a broker fenced ahead of its session because its process is
+/// gone (its address refuses connections): found by the controller's Raft connection to it
+/// breaking, or by a missed heartbeat.
+const FENCED_CONNECTION_BROKE: &str =
+    "broker fenced: its connection broke and its address refuses connections";
+const FENCED_MISSED_HEARTBEATS: &str =
+    "broker fenced: missed heartbeats and its address refuses connections";
+
+fn fenced_as_gone(log: &str) -> bool {
+    log.contains(FENCED_CONNECTION_BROKE) || log.contains(FENCED_MISSED_HEARTBEATS)
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_active_controller_elects_another_and_changes_resume() {
@@ -229,7 +238,7 @@ async fn killing_the_active_controller_elects_another_and_changes_resume() {
         .await
         .unwrap();
     assert!(
-        c.node(now_active).log().contains(FENCED_REFUSED),
+        fenced_as_gone(&c.node(now_active).log()),
         "the new controller {now_active} fenced {active} only at its session's end"
     );
 }
@@ -248,10 +257,103 @@ async fn a_killed_broker_is_fenced_as_soon_as_its_address_refuses_connections() 
         .await
         .unwrap();
     assert!(
-        c.node(active).log().contains(FENCED_REFUSED),
+        fenced_as_gone(&c.node(active).log()),
         "{}",
         c.node(active).log()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_broker_is_fenced_when_the_controllers_raft_connection_to_it_breaks() {
+    // The active controller replicates to every node; when the connection to one breaks and
+    // its address refuses connections, it is fenced at once, before it has missed a heartbeat.
+    // Heartbeats are slow here (1 s, so a missed one is seen 1.2 s after the last at the
+    // earliest), and a topic created right after the kill makes the controller replicate to
+    // the dead node at once: the broken connection must be what fenced it.
+    let mut c = Cluster::start(
+        3,
+        3,
+        &[
+            "broker.heartbeat.interval.ms=1000",
+            "broker.session.timeout.ms=6000",
+        ],
+    )
+    .unwrap();
+    let active = c.active_controller(1).await.unwrap() as usize;
+    let victim = (1..=3).find(|n| *n != active).unwrap();
+    c.node(victim).kill9();
+    let killed = Instant::now();
+    create(&c.nodes[active - 1].addr, &topic("after-kill"), 1, 1)
+        .await
+        .unwrap();
+    c.wait_fenced(active, &[victim as i32], Duration::from_secs(10))
+        .await
+        .unwrap();
+    let log = c.node(active).log();
+    assert!(
+        log.contains(FENCED_CONNECTION_BROKE),
+        "node {victim} was fenced {:?} after the kill, not for its broken connection: {log}",
+        killed.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_names_no_leader_for_partitions_whose_leader_is_gone() {
+    // Two of three nodes killed: no quorum, so nothing can be fenced and the survivor's image
+    // keeps naming the dead brokers as leaders. The survivor's follower connections to them
+    // broke and are refused, so its Metadata answers name no leader for their partitions
+    // (LEADER_NOT_AVAILABLE), and clients keep asking instead of waiting on a dead broker.
+    let mut c = Cluster::start(3, 3, &[]).unwrap();
+    let t = topic("gone-leaders");
+    create(&c.bootstrap(), &t, 6, 3).await.unwrap();
+    let survivor = 1;
+    let full = |md: &kafka_protocol::messages::MetadataResponse| {
+        find_topic(md, &t).is_some_and(|tm| {
+            tm.partitions.len() == 6
+                && tm
+                    .partitions
+                    .iter()
+                    .all(|p| p.leader_id.0 > 0 && p.isr_nodes.len() == 3)
+        })
+    };
+    let md = c.wait_metadata(survivor, TIMEOUT, full).await.unwrap();
+    let led_by_dead: Vec<i32> = find_topic(&md, &t)
+        .unwrap()
+        .partitions
+        .iter()
+        .filter(|p| p.leader_id.0 != survivor as i32)
+        .map(|p| p.partition_index)
+        .collect();
+    assert!(!led_by_dead.is_empty(), "{}", summary(&md));
+    c.node(2).kill9();
+    c.node(3).kill9();
+    let md = c
+        .wait_metadata(survivor, Duration::from_secs(10), |md| {
+            find_topic(md, &t).is_some_and(|tm| {
+                tm.partitions
+                    .iter()
+                    .filter(|p| led_by_dead.contains(&p.partition_index))
+                    .all(|p| p.leader_id.0 == -1 && p.error_code == 5)
+            })
+        })
+        .await
+        .unwrap();
+    // Named without a leader by the survivor's own view, not because they were fenced.
+    assert_eq!(
+        c.fenced(survivor).await.unwrap(),
+        Vec::<i32>::new(),
+        "{}",
+        summary(&md)
+    );
+    assert!(c.node(survivor).log().contains("leader's connection lost"));
+    // Back: the restarted processes are new incarnations, never taken for the gone ones.
+    c.node(2).restart().unwrap();
+    c.node(3).restart().unwrap();
+    c.wait_metadata(survivor, Duration::from_secs(60), |md| {
+        find_topic(md, &t).is_some_and(|tm| tm.partitions.iter().all(|p| p.leader_id.0 > 0))
+    })
+    .await
+    .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
