@@ -296,12 +296,7 @@ impl Broker {
             let Some(b) = image.brokers.get(&source).filter(|b| !b.fenced) else {
                 continue;
             };
-            let endpoint = Endpoint {
-                node: source,
-                host: b.host.clone(),
-                port: b.port,
-            };
-            if self.transport.closed_by_peer(&endpoint) {
+            if self.transport.closed_by_peer(&Endpoint::of(source, b)) {
                 gone.push(source);
             }
         }

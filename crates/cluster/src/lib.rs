@@ -28,4 +28,5 @@ pub use controller::{
 pub use error::ControllerError;
 pub use image::{BrokerInfo, MetadataImage, PartitionInfo, TopicInfo};
 pub use lifecycle::BrokerState;
+pub use raft::network::connection_lost;
 pub use topic_config::{TopicDefaults, TopicSettings};

@@ -95,18 +95,15 @@ fn error(code: i16) -> Option<ReplicaFetchError> {
     }
 }
 
-/// Sorts a failed call by what it says about the leader's process (`TransportError`).
+/// Sorts a failed call by what it says about the leader's process (`TransportError`), with
+/// the controller's rule for a connection whose other end is gone.
 fn transport_error(context: &str, e: ClientError) -> TransportError {
-    use std::io::ErrorKind::*;
     let message = format!("{context}{e}");
     match &e {
-        ClientError::Io(io) if io.kind() == ConnectionRefused => TransportError::Refused(message),
-        ClientError::Io(io)
-            if matches!(
-                io.kind(),
-                ConnectionReset | ConnectionAborted | UnexpectedEof | BrokenPipe
-            ) =>
-        {
+        ClientError::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
+            TransportError::Refused(message)
+        }
+        ClientError::Io(io) if ferrymq_cluster::connection_lost(io) => {
             TransportError::Broken(message)
         }
         _ => TransportError::Failed(message),
@@ -124,7 +121,7 @@ impl ReplicaTransport for KafkaReplicaTransport {
             let mut guard = conn.lock().await;
             // Long poll at the leader plus time for the data itself.
             let timeout = Duration::from_millis(req.max_wait_ms) + Duration::from_secs(10);
-            let key = (to.host.clone(), to.port);
+            let key = || (to.host.clone(), to.port);
             if guard.is_none() {
                 let addr = format!("{}:{}", to.host, to.port);
                 let client = Client::connect(&addr, Duration::from_secs(5))
@@ -132,8 +129,8 @@ impl ReplicaTransport for KafkaReplicaTransport {
                     .map_err(|e| transport_error(&format!("connecting to {addr}: "), e))?;
                 let mut watches = self.watches.lock().expect("watches lock");
                 match client.watch() {
-                    Ok(w) => watches.insert(key.clone(), w),
-                    Err(_) => watches.remove(&key),
+                    Ok(w) => watches.insert(key(), w),
+                    Err(_) => watches.remove(&key()),
                 };
                 *guard = Some(client);
             }
@@ -142,7 +139,7 @@ impl ReplicaTransport for KafkaReplicaTransport {
             let resp = match client.call(&to_request(&req), REPLICA_FETCH_VERSION).await {
                 Ok(r) => r,
                 Err(e) => {
-                    self.watches.lock().expect("watches lock").remove(&key);
+                    self.watches.lock().expect("watches lock").remove(&key());
                     *guard = None;
                     return Err(transport_error("", e));
                 }

@@ -169,6 +169,9 @@ async fn run(mut deps: Deps) {
     let backoff = Duration::from_millis(deps.config.backoff_ms.max(1));
     // True after a connection broke and was retried at once; a second break backs off.
     let mut retried = false;
+    // True while the leader may be marked gone, so an answered fetch clears the mark without
+    // taking the marks' lock on every round (true at first: a mark may predate this task).
+    let mut marked = true;
     loop {
         if *deps.stop.borrow() {
             return;
@@ -198,11 +201,7 @@ async fn run(mut deps: Deps) {
             continue;
         };
         let incarnation = leader.incarnation;
-        let endpoint = Endpoint {
-            node: deps.source,
-            host: leader.host.clone(),
-            port: leader.port,
-        };
+        let endpoint = Endpoint::of(deps.source, leader);
         let request = ReplicaFetchRequest {
             replica: deps.node_id,
             broker_epoch: me.epoch,
@@ -230,6 +229,7 @@ async fn run(mut deps: Deps) {
                 tracing::debug!(source = deps.source.0, error = %e, "replica fetch failed");
                 match e {
                     TransportError::Broken(_) | TransportError::Refused(_) => {
+                        marked = true;
                         if deps.gone.mark(deps.source, incarnation) {
                             tracing::info!(
                                 leader = deps.source.0,
@@ -239,6 +239,7 @@ async fn run(mut deps: Deps) {
                         }
                     }
                     TransportError::Failed(_) => {
+                        marked = false;
                         deps.gone.clear(deps.source);
                     }
                 }
@@ -253,7 +254,7 @@ async fn run(mut deps: Deps) {
             }
             Ok(results) => {
                 retried = false;
-                if deps.gone.clear(deps.source) {
+                if std::mem::take(&mut marked) && deps.gone.clear(deps.source) {
                     tracing::info!(leader = deps.source.0, "leader answers again");
                 }
                 let work: Vec<(Arc<Partition>, FollowerPosition, ReplicaFetchResult)> = followed

@@ -20,6 +20,17 @@ pub struct Endpoint {
     pub port: u16,
 }
 
+impl Endpoint {
+    /// Where broker `node`, registered as `b`, listens.
+    pub fn of(node: NodeId, b: &ferrymq_cluster::BrokerInfo) -> Endpoint {
+        Endpoint {
+            node,
+            host: b.host.clone(),
+            port: b.port,
+        }
+    }
+}
+
 /// One partition of a replica fetch.
 #[derive(Debug, Clone)]
 pub struct ReplicaFetchPartition {

@@ -149,7 +149,6 @@ async fn probe_lost(ctrl: &Controller) {
         .take()
         .into_iter()
         .filter_map(|id| i32::try_from(id).ok().map(ferrymq_types::NodeId))
-        .filter(|id| *id != ctrl.config.node_id)
         .collect();
     probe_and_fence(
         ctrl,
