@@ -65,6 +65,20 @@ async fn client(broker: &BrokerProcess) -> RawClient {
     c
 }
 
+/// Sends a JoinGroup, asking again while the coordinator answers COORDINATOR_LOAD_IN_PROGRESS
+/// (14), as Kafka clients do: right after start the offsets partitions are still loading, and
+/// the group's may not be loaded yet when FindCoordinator already names this node.
+async fn join_call(c: &mut RawClient, req: &JoinGroupRequest, version: i16) -> JoinGroupResponse {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let r = c.call(req, version).await.unwrap();
+        if r.error_code != 14 || std::time::Instant::now() > deadline {
+            return r;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 async fn create_topic(c: &mut RawClient, name: &str, partitions: i32) {
     use kafka_protocol::messages::create_topics_request::CreatableTopic;
     let req = CreateTopicsRequest::default()
@@ -80,14 +94,11 @@ async fn create_topic(c: &mut RawClient, name: &str, partitions: i32) {
 /// Joins `group` as its only member (v4: MEMBER_ID_REQUIRED first) and syncs; returns
 /// (member id, generation).
 async fn join_and_sync(c: &mut RawClient, group: &str, topics: &[&str]) -> (String, i32) {
-    let r = c.call(&join(group, "", 10_000, topics), 5).await.unwrap();
+    let r = join_call(c, &join(group, "", 10_000, topics), 5).await;
     assert_eq!(r.error_code, 79, "MEMBER_ID_REQUIRED first");
     let member = r.member_id.to_string();
     assert!(!member.is_empty());
-    let r = c
-        .call(&join(group, &member, 10_000, topics), 5)
-        .await
-        .unwrap();
+    let r = join_call(c, &join(group, &member, 10_000, topics), 5).await;
     assert_eq!(r.error_code, 0);
     assert_eq!(r.leader.to_string(), member);
     let sync = SyncGroupRequest::default()
@@ -122,14 +133,14 @@ fn commit(
 async fn join_refuses_empty_group_ids_bad_session_timeouts_and_missing_protocols() {
     let broker = BrokerProcess::start(BROKER_SETTINGS).unwrap();
     let mut c = client(&broker).await;
-    let r = c.call(&join("", "", 10_000, &["t"]), 5).await.unwrap();
+    let r = join_call(&mut c, &join("", "", 10_000, &["t"]), 5).await;
     assert_eq!(r.error_code, 24, "INVALID_GROUP_ID");
-    let r = c.call(&join("g", "", 10, &["t"]), 5).await.unwrap();
+    let r = join_call(&mut c, &join("g", "", 10, &["t"]), 5).await;
     assert_eq!(r.error_code, 26, "INVALID_SESSION_TIMEOUT");
-    let r = c.call(&join("g", "", 10_000, &[]), 5).await.unwrap();
+    let r = join_call(&mut c, &join("g", "", 10_000, &[]), 5).await;
     assert_eq!(r.error_code, 23, "INCONSISTENT_GROUP_PROTOCOL");
     // v0 (librdkafka's probe version): no MEMBER_ID_REQUIRED round trip.
-    let r = c.call(&join("g0", "", 10_000, &["t"]), 0).await.unwrap();
+    let r = join_call(&mut c, &join("g0", "", 10_000, &["t"]), 0).await;
     assert_eq!(r.error_code, 0);
     assert_eq!(r.generation_id, 1);
     assert_eq!(r.members.len(), 1);
@@ -219,7 +230,7 @@ async fn static_member_replaced_by_a_new_instance_is_fenced() {
     let mut c = client(&broker).await;
     let stat =
         |member: &str| join("st", member, 10_000, &["t"]).with_group_instance_id(Some(s("inst-1")));
-    let first = c.call(&stat(""), 5).await.unwrap();
+    let first = join_call(&mut c, &stat(""), 5).await;
     assert_eq!(
         first.error_code, 0,
         "static members skip MEMBER_ID_REQUIRED"
@@ -230,7 +241,7 @@ async fn static_member_replaced_by_a_new_instance_is_fenced() {
         .with_member_id(first.member_id.clone())
         .with_group_instance_id(Some(s("inst-1")));
     assert_eq!(c.call(&sync, 3).await.unwrap().error_code, 0);
-    let second = c.call(&stat(""), 5).await.unwrap();
+    let second = join_call(&mut c, &stat(""), 5).await;
     assert_eq!(second.error_code, 0);
     assert_ne!(second.member_id, first.member_id);
     assert_eq!(
