@@ -8,6 +8,7 @@ use anyhow::{bail, Context, Result};
 use kafka_protocol::messages::metadata_response::MetadataResponseTopic;
 use kafka_protocol::messages::{DescribeClusterRequest, MetadataRequest, MetadataResponse};
 
+use crate::delay_proxy::DelayProxy;
 use crate::{free_ports, BrokerProcess, RawClient};
 
 /// Cluster tests run one at a time within a test binary: a few 3-node clusters at once would
@@ -21,18 +22,39 @@ pub struct Cluster {
     pub nodes: Vec<BrokerProcess>,
     /// The `--controller-voters` value.
     pub voters: String,
+    /// The proxies in front of some nodes' controller listeners, by node id.
+    proxies: Vec<(usize, DelayProxy)>,
 }
 
 impl Cluster {
     /// Starts `n` nodes, the first `voters` of them voters, with `overrides` on every node, and
     /// waits until all serve.
     pub fn start(n: usize, voters: usize, overrides: &[&str]) -> Result<Cluster> {
+        Cluster::start_with_proxies(n, voters, overrides, &[])
+    }
+
+    /// As `start`, with the controller address of each node in `proxied` (the one every other
+    /// node uses for its Raft RPCs) behind a `DelayProxy` (`proxy`), which starts without delay.
+    pub fn start_with_proxies(
+        n: usize,
+        voters: usize,
+        overrides: &[&str],
+        proxied: &[usize],
+    ) -> Result<Cluster> {
         let slot = ONE_CLUSTER_AT_A_TIME
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let ctl_ports = free_ports(n);
+        let mut proxies = Vec::new();
+        for &id in proxied {
+            let target = format!("127.0.0.1:{}", ctl_ports[id - 1]).parse()?;
+            proxies.push((id, DelayProxy::start(target)?));
+        }
         let voter_list: Vec<String> = (0..voters.min(n))
-            .map(|i| format!("{}@127.0.0.1:{}", i + 1, ctl_ports[i]))
+            .map(|i| match proxies.iter().find(|(id, _)| *id == i + 1) {
+                Some((_, p)) => format!("{}@{}", i + 1, p.addr),
+                None => format!("{}@127.0.0.1:{}", i + 1, ctl_ports[i]),
+            })
             .collect();
         let voters = voter_list.join(",");
         let mut nodes = Vec::new();
@@ -56,7 +78,18 @@ impl Cluster {
             _slot: slot,
             nodes,
             voters,
+            proxies,
         })
+    }
+
+    /// The proxy in front of node `id`'s controller listener (`start_with_proxies`).
+    pub fn proxy(&self, id: usize) -> &DelayProxy {
+        &self
+            .proxies
+            .iter()
+            .find(|(n, _)| *n == id)
+            .unwrap_or_else(|| panic!("node {id} has no proxy"))
+            .1
     }
 
     /// Node `id` (1-based).

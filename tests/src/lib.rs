@@ -4,6 +4,7 @@
 
 pub mod chaos;
 pub mod cluster;
+pub mod delay_proxy;
 pub mod workload;
 
 use std::net::TcpListener;

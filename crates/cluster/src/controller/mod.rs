@@ -11,6 +11,7 @@
 //! fencing and leader election), and every node's `lifecycle` registers and heartbeats.
 
 mod duties;
+mod election_gate;
 mod peer;
 pub mod plan;
 mod probe;
@@ -151,23 +152,6 @@ impl std::fmt::Debug for Controller {
     }
 }
 
-/// A voter coming back (after a crash, a pause or a partition) must not depose a healthy
-/// controller: openraft 0.9 has no PreVote, so if its election timer fired before the leader's
-/// (backed-off) replication reached it, it would stand with a higher term and the leader would
-/// step down for nothing. So a restarted voter does not stand until it has heard a leader or
-/// two leases have passed; it still votes, so a quorum that lost its leader elects at once.
-fn hold_elections_after_restart(raft: &MetadataRaft, me: u64, heartbeat: Duration) {
-    raft.runtime_config().elect(false);
-    let raft = raft.clone();
-    let grace = raft_lease(heartbeat) * 2;
-    tokio::spawn(async move {
-        let mut metrics = raft.metrics();
-        let heard = metrics.wait_for(|m| m.current_leader.is_some_and(|l| l != me));
-        let _ = tokio::time::timeout(grace, heard).await;
-        raft.runtime_config().elect(true);
-    });
-}
-
 /// Raft's heartbeat interval for a broker heartbeat interval, in milliseconds.
 fn raft_heartbeat_ms(heartbeat: Duration) -> u64 {
     (heartbeat.as_millis() as u64 / 4).clamp(25, 200)
@@ -246,8 +230,10 @@ impl Controller {
                 if let Err(e) = raft.initialize(members).await {
                     tracing::debug!(error = %e, "quorum already initialised");
                 }
-            } else if voters.len() > 1 {
-                hold_elections_after_restart(&raft, identity.node_id, config.heartbeat_interval);
+            }
+            if voters.len() > 1 {
+                // Until the election gate has asked the others (`election_gate.rs`).
+                raft.runtime_config().elect(false);
             }
         }
         let (published, _) = watch::channel(sm.image());
@@ -276,6 +262,7 @@ impl Controller {
         }
         tokio::spawn(duties::run(ctrl.clone()));
         tokio::spawn(stand_in::run(ctrl.clone()));
+        tokio::spawn(election_gate::run(ctrl.clone()));
         tokio::spawn(lifecycle::run(ctrl.clone()));
         Ok(ctrl)
     }
@@ -322,6 +309,16 @@ impl Controller {
             && m.millis_since_quorum_ack.is_some_and(|ms| {
                 ms <= raft_lease(self.config.heartbeat_interval).as_millis() as u64
             })
+    }
+
+    /// True when this node is not the Raft leader and has heard no leader within the lease:
+    /// its answer to a PreVote (`election_gate.rs`). A voter that has never heard one since it
+    /// started has lost it too, so a quorum starting together can elect.
+    pub(crate) fn lost_leader(&self) -> bool {
+        let leads = self.raft.metrics().borrow().state == openraft::ServerState::Leader;
+        let lease = raft_lease(self.config.heartbeat_interval);
+        let heard = *self.leader_contact.lock().expect("leader contact lock");
+        !leads && heard.is_none_or(|at| at.elapsed() >= lease)
     }
 
     /// The active controller's node id and controller address, as this node knows it.

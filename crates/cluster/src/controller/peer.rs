@@ -47,6 +47,9 @@ impl PeerHandler for Controller {
             RequestBody::InstallSnapshot(r) => {
                 ResponseBody::InstallSnapshot(self.raft.install_snapshot(r).await)
             }
+            RequestBody::PreVote => ResponseBody::PreVote {
+                granted: self.lost_leader(),
+            },
             RequestBody::Register(reg) => self.on_register(reg).await,
             RequestBody::Heartbeat(hb) => self.on_heartbeat(hb).await,
             RequestBody::Admin(op) => {

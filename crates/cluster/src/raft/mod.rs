@@ -8,6 +8,7 @@
 pub mod log_store;
 pub mod network;
 pub mod rpc;
+pub mod runtime;
 pub mod state_machine;
 
 use std::io::Cursor;
@@ -23,7 +24,7 @@ openraft::declare_raft_types!(
         Node = openraft::BasicNode,
         Entry = openraft::Entry<TypeConfig>,
         SnapshotData = Cursor<Vec<u8>>,
-        AsyncRuntime = openraft::TokioRuntime,
+        AsyncRuntime = runtime::RaftRuntime,
 );
 
 /// What applying a command did: `Err` carries why the image refused it (it is then a no-op

@@ -115,7 +115,10 @@ impl Connection {
         option: &RPCOption,
     ) -> Result<ResponseBody, RPCError<u64, BasicNode, E>> {
         let req = self.identity.request(body);
-        let answer = self.client.call(&req, option.hard_ttl()).await;
+        let answer = self
+            .client
+            .call(&req, super::runtime::rpc_time_limit(option.hard_ttl()))
+            .await;
         if let Err(e) = &answer {
             if connection_lost(e) {
                 self.lost.report(self.target);

@@ -146,6 +146,9 @@ pub enum RequestBody {
     Heartbeat(Heartbeat),
     /// Forwarded admin change.
     Admin(AdminOp),
+    /// "Have you lost the leader too?", asked by a voter before it may stand for election
+    /// (`controller::election_gate`).
+    PreVote,
 }
 
 /// The answer.
@@ -175,6 +178,9 @@ pub enum ResponseBody {
     DuplicateBroker { reason: String },
     /// Refused for good (other cluster, malformed request).
     Refused { reason: String },
+    /// The answer to a PreVote: true when this voter is not the leader and has heard none
+    /// within the leader lease.
+    PreVote { granted: bool },
 }
 
 /// Writes one frame.
