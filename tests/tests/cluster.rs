@@ -395,6 +395,15 @@ async fn a_broker_names_no_leader_for_partitions_whose_leader_is_gone() {
         summary(&md)
     );
     assert!(c.node(survivor).log().contains("leader's connection lost"));
+    // Cut off by now (no controller answers it), it still lists itself: every other broker's
+    // connection is gone, and a list without it would leave clients no broker that answers.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let md = c.metadata(survivor).await.unwrap();
+    assert!(
+        md.brokers.iter().any(|b| b.node_id.0 == survivor as i32),
+        "{}",
+        summary(&md)
+    );
     // Back: the restarted processes are new incarnations, never taken for the gone ones.
     c.node(2).restart().unwrap();
     c.node(3).restart().unwrap();

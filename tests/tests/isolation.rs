@@ -2,8 +2,8 @@
 //! root for the namespaces, skipped with a message otherwise) stops acting as leader once its
 //! session is gone: a pending acks=all produce is answered NOT_LEADER_OR_FOLLOWER within a few
 //! seconds instead of waiting out its timeout, new produces are refused, neither names itself as the
-//! leader to retry on (KIP-951 hint), and its Metadata names no leader for what it led, so
-//! clients go to the new leader. Found by the chaos harness's
+//! leader to retry on (KIP-951 hint), and its Metadata names no leader for what it led and
+//! leaves itself out of the broker list, so clients go to the new leader. Found by the chaos harness's
 //! isolate-leader fault, whose failover took as long as the client's request timeout.
 
 use std::time::{Duration, Instant};
@@ -103,10 +103,22 @@ async fn an_isolated_leader_answers_not_leader_within_seconds_not_at_the_request
         .unwrap();
     let p = &views(&md, TOPIC)[0];
     assert_ne!(p.leader as usize, leader, "{p:?}");
+    // Nor does it list itself among the brokers (it has been fenced by now), so librdkafka drops
+    // it and asks a broker that knows the new leader instead of asking it again and again.
+    let listed: Vec<i32> = md.brokers.iter().map(|b| b.node_id.0).collect();
+    assert!(!listed.contains(&(leader as i32)), "listed {listed:?}");
+    assert_eq!(listed.len(), 2, "the two others are listed: {listed:?}");
+    assert_ne!(md.controller_id.0, leader as i32);
     c.namespaces().unwrap().heal().unwrap();
     c.wait_healthy(&[TOPIC], 3, Duration::from_secs(60))
         .await
         .unwrap();
+    // Healed, it lists itself again.
+    let md = raw
+        .call(&MetadataRequest::default().with_topics(None), 12)
+        .await
+        .unwrap();
+    assert!(md.brokers.iter().any(|b| b.node_id.0 == leader as i32));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -33,8 +33,10 @@ pub async fn handle(
     // connection broke or was refused; `gone_leaders.rs`) until the controller moves their
     // partitions.
     let me = ctx.broker.config().node_id;
-    let mut unusable = ctx.broker.gone_leaders(&image);
-    if ctx.broker.is_cut_off() {
+    let gone = ctx.broker.gone_leaders(&image);
+    let cut_off = ctx.broker.is_cut_off();
+    let mut unusable = gone.clone();
+    if cut_off {
         unusable.push(me);
     }
     let mut topics = Vec::new();
@@ -110,19 +112,17 @@ pub async fn handle(
             }
         }
     }
-    // Live brokers, and always this one: it is answering, and it names itself controller. A
-    // list without it (while it is fenced, in the last moments of a controlled shutdown) would
-    // make librdkafka drop every broker it knows, the bootstrap ones included, and wait
-    // `metadata.recovery.rebootstrap.trigger.ms` (5 minutes) before it looks again.
-    // Fenced brokers are left out as KRaft does. Listing them longer was measured with the
-    // chaos harness: it spares librdkafka a race (dropping a broker in the same answer that
-    // moves its partitions parks them until the next one-second topic scan), but librdkafka
-    // then keeps that broker's reconnect backoff, which grows while the broker is down, and a
-    // killed broker that restarted and led again within ten seconds was reached seconds late.
-    let brokers = image
+    // Live brokers, and this one unless it is cut off (below). Fenced brokers are left out as
+    // KRaft does. Listing them longer was measured with the chaos harness: it spares librdkafka
+    // a race (dropping a broker in the same answer that moves its partitions parks them until
+    // the next one-second topic scan), but librdkafka then keeps that broker's reconnect
+    // backoff, which grows while the broker is down, and a killed broker that restarted and
+    // led again within ten seconds was reached seconds late.
+    let listed_me = lists_itself(&image, me, cut_off, &gone);
+    let brokers: Vec<MetadataResponseBroker> = image
         .brokers
         .values()
-        .filter(|b| !b.fenced || b.id == me)
+        .filter(|b| if b.id == me { listed_me } else { !b.fenced })
         .map(|b| {
             MetadataResponseBroker::default()
                 .with_node_id(BrokerId(b.id.0))
@@ -132,11 +132,16 @@ pub async fn handle(
         })
         .collect();
     let mut resp = MetadataResponse::default()
-        .with_brokers(brokers)
         .with_cluster_id(Some(str_bytes(image.cluster_id.clone())))
         // As KRaft brokers do: clients send admin requests to "the controller", and every
-        // broker forwards them to the active one, so this (live) broker is named.
-        .with_controller_id(BrokerId(ctx.broker.config().node_id.0))
+        // broker forwards them to the active one, so this (live) broker is named, or, when it
+        // leaves itself out, the first broker it lists.
+        .with_controller_id(if listed_me {
+            BrokerId(me.0)
+        } else {
+            brokers.first().map_or(BrokerId(-1), |b| b.node_id)
+        })
+        .with_brokers(brokers)
         .with_topics(topics);
     // No authorizer: every operation is allowed. Answer the bitsets when asked (v8+), since
     // clients decode the "not requested" value as an invalid operation.
@@ -195,6 +200,28 @@ fn error_topic(name: Option<&str>, id: uuid::Uuid, e: ResponseError) -> Metadata
         .with_topic_id(id)
 }
 
+/// Whether this broker lists itself in its Metadata answers. A broker cut off from the
+/// controller and its followers for a session has been fenced by now, and the rest of the
+/// cluster leaves it out; it does too, so that librdkafka, which asks its busiest connection
+/// for metadata, drops it and asks a broker that knows the new leaders, instead of asking it
+/// again and again until the partition heals (isolate-leader windows of 4.6-5.2 s in the
+/// chaos harness). It still lists itself when no other broker in its image looks reachable
+/// (every other one fenced, or gone as its fetch connections say: the survivor of a majority
+/// loss): a list without it would leave librdkafka no broker that answers, and it waits
+/// `metadata.recovery.rebootstrap.trigger.ms` (5 minutes) before it looks again.
+fn lists_itself(
+    image: &MetadataImage,
+    me: ferrymq_types::NodeId,
+    cut_off: bool,
+    gone: &[ferrymq_types::NodeId],
+) -> bool {
+    !cut_off
+        || !image
+            .brokers
+            .values()
+            .any(|b| b.id != me && !b.fenced && !gone.contains(&b.id))
+}
+
 fn topic_entry(
     t: &TopicInfo,
     image: &MetadataImage,
@@ -233,4 +260,51 @@ fn topic_entry(
         .with_topic_id(t.id)
         .with_is_internal(t.name.starts_with("__"))
         .with_partitions(partitions)
+}
+
+#[cfg(test)]
+mod tests {
+    use ferrymq_cluster::image::BrokerInfo;
+    use ferrymq_types::NodeId;
+
+    use super::*;
+
+    fn image(brokers: &[(i32, bool)]) -> MetadataImage {
+        let mut img = MetadataImage::new("c");
+        for &(id, fenced) in brokers {
+            img.brokers.insert(
+                NodeId(id),
+                BrokerInfo {
+                    id: NodeId(id),
+                    host: "h".into(),
+                    port: 9092,
+                    rack: None,
+                    incarnation: uuid::Uuid::from_u128(id as u128),
+                    epoch: 0,
+                    controller_addr: String::new(),
+                    fenced,
+                },
+            );
+        }
+        img
+    }
+
+    #[test]
+    fn a_cut_off_broker_leaves_itself_out_only_while_another_looks_reachable() {
+        let me = NodeId(3);
+        let all_live = image(&[(1, false), (2, false), (3, false)]);
+        // Not cut off: listed.
+        assert!(lists_itself(&all_live, me, false, &[]));
+        // Cut off, the others live and not gone (an isolated leader): left out.
+        assert!(!lists_itself(&all_live, me, true, &[]));
+        // One other gone, one not: still left out.
+        assert!(!lists_itself(&all_live, me, true, &[NodeId(1)]));
+        // Every other gone (the survivor of a majority loss): listed.
+        assert!(lists_itself(&all_live, me, true, &[NodeId(1), NodeId(2)]));
+        // Every other fenced: listed.
+        let others_fenced = image(&[(1, true), (2, true), (3, false)]);
+        assert!(lists_itself(&others_fenced, me, true, &[]));
+        // A single node: listed.
+        assert!(lists_itself(&image(&[(3, false)]), me, true, &[]));
+    }
 }
