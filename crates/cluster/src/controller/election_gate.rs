@@ -18,7 +18,6 @@
 //! election directly, which this switch does not hold back: it acts only when the leader's
 //! process is gone.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,16 +33,16 @@ pub(super) async fn run(ctrl: Arc<Controller>) {
     if voters.len() < 2 || !voters.iter().any(|(id, _)| *id == me) {
         return;
     }
-    let others: BTreeMap<u64, Arc<PeerClient>> = voters
+    let others: Vec<Arc<PeerClient>> = voters
         .iter()
         .filter(|(id, _)| *id != me)
-        .map(|(id, addr)| (*id, Arc::new(PeerClient::new(addr.clone()))))
+        .map(|(_, addr)| Arc::new(PeerClient::new(addr.clone())))
         .collect();
     let beat = Duration::from_millis(raft_heartbeat_ms(ctrl.config.heartbeat_interval));
     let lease = raft_lease(ctrl.config.heartbeat_interval);
     let majority = voters.len() / 2 + 1;
+    // `Controller::start` switched the timer off for every voter of a multi-voter quorum.
     let mut open = false;
-    ctrl.raft.runtime_config().elect(open);
     loop {
         tokio::time::sleep(beat).await;
         if ctrl.stopping() {
@@ -63,12 +62,12 @@ pub(super) async fn run(ctrl: Arc<Controller>) {
 /// this one included, have said so. Each question gets at most `limit`.
 async fn majority_lost_leader(
     ctrl: &Controller,
-    others: &BTreeMap<u64, Arc<PeerClient>>,
+    others: &[Arc<PeerClient>],
     majority: usize,
     limit: Duration,
 ) -> bool {
     let mut asked = JoinSet::new();
-    for client in others.values() {
+    for client in others {
         let client = client.clone();
         let req = ctrl.identity.request(RequestBody::PreVote);
         asked.spawn(async move {

@@ -35,7 +35,8 @@ pub async fn handle(
     let me = ctx.broker.config().node_id;
     let gone = ctx.broker.gone_leaders(&image);
     let cut_off = ctx.broker.is_cut_off();
-    let mut unusable = gone.clone();
+    let listed_me = lists_itself(&image, me, cut_off, &gone);
+    let mut unusable = gone;
     if cut_off {
         unusable.push(me);
     }
@@ -118,7 +119,6 @@ pub async fn handle(
     // the next one-second topic scan), but librdkafka then keeps that broker's reconnect
     // backoff, which grows while the broker is down, and a killed broker that restarted and
     // led again within ten seconds was reached seconds late.
-    let listed_me = lists_itself(&image, me, cut_off, &gone);
     let brokers: Vec<MetadataResponseBroker> = image
         .brokers
         .values()
