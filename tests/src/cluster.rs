@@ -44,7 +44,11 @@ impl Cluster {
         let slot = ONE_CLUSTER_AT_A_TIME
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let ctl_ports = free_ports(n);
+        // Kafka and controller ports chosen together: a Kafka port picked later, after these
+        // were released, could be one of them (CI once got node 1's Kafka port equal to node
+        // 3's controller port, and node 1 failed to bind).
+        let ports = free_ports(2 * n);
+        let (ctl_ports, kafka_ports) = ports.split_at(n);
         let mut proxies = Vec::new();
         for &id in proxied {
             let target = format!("127.0.0.1:{}", ctl_ports[id - 1]).parse()?;
@@ -68,6 +72,7 @@ impl Cluster {
                 voters.clone(),
             ];
             let mut b = BrokerProcess::prepare(overrides, args)?;
+            b.addr = format!("127.0.0.1:{}", kafka_ports[i]);
             b.launch()?;
             nodes.push(b);
         }
